@@ -1,0 +1,142 @@
+"""The `lorasafe` command line: thin commands over the library.
+
+A `LorasafeError` (bad config, data, target, template) is printed as its one-paragraph message
+with exit code 2 and no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from lorasafe.errors import LorasafeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+mini_app = typer.Typer(no_args_is_help=True, help="The embedded mini world.")
+app.add_typer(mini_app, name="mini")
+console = Console()
+
+SetOpt = typer.Option(None, "--set", help="dotted override KEY=VALUE, e.g. --set adapter.rank=2 (repeatable)")
+
+
+def demo_config_path() -> Path:
+    return Path(str(resources.files("lorasafe") / "configs" / "demo.yaml"))
+
+
+def _log(msg: str) -> None:
+    console.print(f"[bold cyan]>[/] {msg}")
+
+
+@app.command()
+def demo(config: Optional[Path] = typer.Option(None, help="study YAML (default: the packaged demo)"),
+         out: Path = typer.Option(Path("runs/demo"), help="study directory (resumed if it exists)"),
+         set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="progress bars")) -> None:
+    """Base vs full fine-tuning vs LoRA variants on the mini world: train, generate, judge, report."""
+    from lorasafe.config.loader import load_config
+    from lorasafe.config.schema import StudyConfig
+
+    study = load_config(StudyConfig, config or demo_config_path(), set_ or [])
+    _run_study(study, out, progress, str(config or "the packaged demo config"))
+
+
+def _run_study(study, out: Path, progress: bool, source: str) -> None:
+    import json
+
+    from lorasafe.data.jsonl import write_text_atomic
+    from lorasafe.pipeline.study import run_study
+    from lorasafe.reports.markdown import study_report
+    from lorasafe.reports.plot import tradeoff_plot
+    from lorasafe.reports.table import rich_table
+
+    rows = run_study(study, out, log=_log, progress=progress, source=source)
+    wall = json.loads((out / "metrics.json").read_text())["wall_s"]
+    plot = tradeoff_plot(rows, out / "tradeoff.png", f"{study.name}: safety vs reasoning")
+    write_text_atomic(out / "report.md", study_report(study, rows, plot, wall))
+    console.print(rich_table(rows, f"{study.name} ({wall:.0f} s)"))
+    console.print(f"Report: {out / 'report.md'}  Plot: {plot}")
+
+
+@app.command()
+def study(config: Path = typer.Argument(..., help="study YAML (an experiment plus variants)"),
+          out: Optional[Path] = typer.Option(None, help="study directory (default runs/<name>)"),
+          set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True)) -> None:
+    """Run a study: several variants of one experiment on one base model, reported together."""
+    from lorasafe.config.loader import load_config
+    from lorasafe.config.schema import StudyConfig
+
+    s = load_config(StudyConfig, config, set_ or [])
+    _run_study(s, out or Path("runs") / s.name, progress, str(config))
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="experiment YAML"),
+        out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>)"),
+        set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True)) -> None:
+    """Run one experiment: train, generate, judge and score into one run directory."""
+    import json
+
+    from lorasafe.config.loader import load_config
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.pipeline.context import BaseContext
+    from lorasafe.pipeline.experiment import Experiment
+
+    cfg = load_config(ExperimentConfig, config, set_ or [])
+    metrics = Experiment(cfg, out or Path("runs") / cfg.name, BaseContext(cfg), log=_log, progress=progress).run_all()
+    console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "suites"}))
+
+
+@app.command()
+def targets(config: Path = typer.Argument(..., help="experiment YAML"),
+            set_: Optional[List[str]] = SetOpt) -> None:
+    """Print the modules an adapter config trains and its trainable-parameter count (no weights load)."""
+    from lorasafe.config.loader import load_config
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.pipeline.context import BaseContext
+
+    cfg = load_config(ExperimentConfig, config, set_ or [])
+    ctx = BaseContext(cfg)
+    plan = ctx.plan(cfg.adapter)
+    mc = ctx.model_config
+    console.print(f"model: {cfg.model.path} ({mc.model_type}, {mc.num_hidden_layers} layers)")
+    console.print(f"method: {plan.method}")
+    for name in plan.modules:
+        o, i = plan.shapes[name]
+        console.print(f"  {name}  [{o}x{i}]")
+    if plan.method == "lora":
+        console.print(f"matched modules: {len(plan.modules)} (layers {plan.layers[0]}..{plan.layers[-1]})")
+    pct = 100 * plan.trainable_params / plan.total_params if plan.total_params else 0
+    console.print(f"trainable parameters: {plan.trainable_params:,} of {plan.total_params:,} ({pct:.4f}%)")
+
+
+@mini_app.command("build")
+def mini_build(out: Path = typer.Option(None, help="model directory (default: the packaged model's place)"),
+               seed: int = typer.Option(0), set_: Optional[List[str]] = SetOpt,
+               progress: bool = typer.Option(True)) -> None:
+    """Train the mini reasoning model from scratch (about 20 minutes on 2 CPU cores)."""
+    from lorasafe.config.loader import load_config
+    from lorasafe.mini.build import MiniBuildConfig, build_mini
+    from lorasafe.models.loading import mini_model_dir
+
+    cfg = load_config(MiniBuildConfig, data={"seed": seed}, overrides=set_ or [])
+    target = out or mini_model_dir()
+    report = build_mini(target, cfg, progress=progress)
+    h = report["heldout"]
+    console.print(f"Built {target}: {report['params']:,} parameters, {report['steps']} steps, {report['wall_s']:.0f} s")
+    console.print(f"held-out reasoning accuracy {h['reasoning-eval']['accuracy']:.3f}, "
+                  f"safety {h['harmful-eval']['safety']:.3f}")
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads stall shared small machines
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except LorasafeError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)

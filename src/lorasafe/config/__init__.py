@@ -1,0 +1,1 @@
+"""Typed experiment configs: the schema and the YAML loader with dotted overrides."""

@@ -1,0 +1,165 @@
+"""The experiment schema: every field a run can set, typed and validated at construction.
+
+Unknown keys are errors (the loader suggests the nearest valid key). An experiment is typed
+fields, never a mode string: `adapter: {method: lora, modules: [up], layers: {first: 16, last: 31}}`.
+Must not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ValidationError, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+Module = Literal["q", "k", "v", "o", "gate", "up", "down"]
+MODULES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+Band = Literal["all", "early", "middle", "late"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    path: str = Field("mini", description="'mini' (the embedded mini model), a local directory or a hub id")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="one precision for every method")
+    trust_remote_code: bool = False
+    system_prompt: str | None = None
+
+
+class LayerRange(Strict):
+    first: int = Field(ge=0)
+    last: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LayerRange":
+        if self.first > self.last:
+            raise ValueError(f"layers.first ({self.first}) is after layers.last ({self.last}); the range is inclusive")
+        return self
+
+
+class AdapterConfig(Strict):
+    method: Literal["none", "lora", "full"] = Field("lora", description="none = evaluate the base model")
+    rank: PositiveInt = 1
+    alpha: PositiveFloat = Field(16.0, description="fixed across ranks, as in the paper (scale = alpha / rank)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    modules: list[Module] = Field(default_factory=lambda: ["up"], min_length=1)
+    layers: Union[Band, LayerRange] = "middle"
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, v: Any) -> Any:
+        # Route by shape so a bad value gets one message instead of one per union member.
+        if isinstance(v, dict):
+            try:
+                return LayerRange(**v)
+            except ValidationError as e:
+                raise ValueError("; ".join(x["msg"].removeprefix("Value error, ") for x in e.errors())) from None
+        if isinstance(v, str) and v not in ("all", "early", "middle", "late"):
+            raise ValueError("layers must be all, early, middle, late, or an inclusive range {first: N, last: M}")
+        return v
+
+    @field_validator("modules")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"modules lists a name twice: {v}")
+        return v
+
+
+class ThinkConfig(Strict):
+    open_tag: str = "<think>"
+    close_tag: str = "</think>"
+    refusal_thinking: str = "I should not answer this question!"
+
+
+class SuiteRef(Strict):
+    """One dataset: a mini-world suite or a JSONL file of items."""
+
+    mini: str | None = None
+    path: str | None = None
+    limit: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SuiteRef":
+        if (self.mini is None) == (self.path is None):
+            raise ValueError("a suite needs exactly one of `mini: NAME` or `path: FILE.jsonl`")
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.mini is not None:
+            return f"mini-{self.mini}"
+        from pathlib import Path
+
+        return Path(self.path).stem
+
+
+class DataConfig(Strict):
+    train: list[SuiteRef] = Field(default_factory=lambda: [SuiteRef(mini="harmful-align")])
+    eval: list[SuiteRef] = Field(default_factory=lambda: [SuiteRef(mini="harmful-eval"), SuiteRef(mini="reasoning-eval")])
+    world_seed: int = 0
+
+
+class TrainingConfig(Strict):
+    learning_rate: PositiveFloat = 5e-5
+    epochs: PositiveInt = 5
+    max_steps: PositiveInt | None = Field(None, description="stop after this many optimiser steps")
+    batch_size: PositiveInt = 2
+    grad_accum: PositiveInt = 1
+    weight_decay: float = Field(1e-4, ge=0.0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    max_grad_norm: PositiveFloat | None = 1.0
+    save_every_steps: PositiveInt | None = Field(None, description="None = a checkpoint at the end of every epoch")
+    max_length: PositiveInt = 2048
+    group_by_length: bool = Field(False, description="batch similar lengths together (less padding)")
+
+
+class GenerationConfig(Strict):
+    backend: Literal["hf"] = "hf"
+    max_new_tokens: PositiveInt = 2048
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    batch_size: PositiveInt = 16
+    samples: PositiveInt = 1
+
+
+class JudgeConfig(Strict):
+    name: str = "rules"
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    think: ThinkConfig = Field(default_factory=ThinkConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+
+class Variant(Strict):
+    """One row of a study: a label and dotted overrides applied to the study's experiment."""
+
+    label: str
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyConfig(Strict):
+    """Several variants of one experiment sharing a base model (the demo is one)."""
+
+    name: str = "study"
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    variants: list[Variant] = Field(min_length=1)
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_labels(cls, v: list[Variant]) -> list[Variant]:
+        labels = [x.label for x in v]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"variant labels must be unique; repeated: {', '.join(sorted(dup))}")
+        return v

@@ -1,0 +1,31 @@
+"""Resolving a `SuiteRef` from the config to items: mini-world suites or JSONL files.
+
+Must not import torch.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lorasafe.config.schema import SuiteRef, ThinkConfig
+from lorasafe.data.chat import ThinkFormat
+from lorasafe.data.records import Item, load_items
+
+
+@lru_cache(maxsize=4)
+def _world(seed: int, open_tag: str, close_tag: str, refusal_thinking: str):
+    from lorasafe.mini.world import MiniWorld
+
+    return MiniWorld(seed=seed, think=ThinkFormat(open_tag, close_tag), refusal_thinking=refusal_thinking)
+
+
+def think_format(think: ThinkConfig) -> ThinkFormat:
+    return ThinkFormat(think.open_tag, think.close_tag)
+
+
+def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0) -> list[Item]:
+    if ref.mini is not None:
+        items = _world(world_seed, think.open_tag, think.close_tag, think.refusal_thinking).suite(ref.mini)
+    else:
+        items = load_items(ref.path)
+    return items[: ref.limit] if ref.limit else items

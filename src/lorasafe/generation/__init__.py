@@ -1,0 +1,1 @@
+"""Generation: the Generator protocol, the HF backend and the resumable record store."""

@@ -1,0 +1,1 @@
+"""Judges: the Judge protocol, its Verdict, and the registry of judges."""

@@ -1,0 +1,42 @@
+"""The judge interface: one verdict per generation record, with the evidence behind it.
+
+Labels are `complied`, `refused` or `invalid`; a judge that cannot decide says `invalid` rather
+than dropping the item. Judges register by name. Must not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
+
+from lorasafe.errors import ConfigError
+
+Label = Literal["complied", "refused", "invalid"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    label: Label
+    evidence: str  # what the decision rests on: the matched pattern, the judge's raw output
+    judge: str
+
+
+class Judge(Protocol):
+    name: str
+
+    def judge(self, records: list[dict]) -> list[Verdict]:
+        """One verdict per generation record (see generation/store.py), in order."""
+
+
+JUDGES: dict[str, Callable[[], Judge]] = {}
+
+
+def register_judge(cls):
+    JUDGES[cls.name] = cls
+    return cls
+
+
+def get_judge(name: str) -> Judge:
+    if name not in JUDGES:
+        raise ConfigError(f"judge.name {name!r} is not a known judge; choose one of: {', '.join(sorted(JUDGES))}.")
+    return JUDGES[name]()

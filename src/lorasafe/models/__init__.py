@@ -1,0 +1,1 @@
+"""Models: loading, architecture families, adapter targeting, fine-tuning methods."""

@@ -1,0 +1,77 @@
+"""Fine-tuning methods as strategies: how a method prepares, saves and restores a model.
+
+`lora` goes through PEFT (adapter weights only); `full` trains every parameter of the plain model;
+`none` is the untouched base model. A new method is a new class in `METHODS`, not a branch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from lorasafe.config.schema import AdapterConfig
+from lorasafe.models.targets import TargetPlan
+
+
+class Method(Protocol):
+    name: str
+
+    def prepare(self, model: Any, adapter: AdapterConfig, plan: TargetPlan) -> Any:
+        """Make `model` trainable the method's way; returns the model to train."""
+
+    def save(self, model: Any, path: Path) -> None:
+        """Write what evaluation needs to reproduce the trained model (safetensors)."""
+
+    def restore(self, model: Any, path: Path) -> None:
+        """Load trainable weights written by `save` into a model from `prepare` (resume)."""
+
+
+class Lora:
+    name = "lora"
+
+    def prepare(self, model: Any, adapter: AdapterConfig, plan: TargetPlan) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=adapter.rank, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
+                            target_modules=plan.peft_regex, bias="none", task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, config)
+        matched = sorted(n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
+                         if hasattr(m, "lora_A") and n.startswith("base_model.model."))
+        if matched != sorted(plan.modules):  # the plan and PEFT must agree exactly
+            raise RuntimeError(f"PEFT matched {len(matched)} modules, the plan resolved {len(plan.modules)}")
+        return peft_model
+
+    def save(self, model: Any, path: Path) -> None:
+        model.save_pretrained(str(path), safe_serialization=True)
+
+    def restore(self, model: Any, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+
+
+class Full:
+    name = "full"
+
+    def prepare(self, model: Any, adapter: AdapterConfig, plan: TargetPlan) -> Any:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+    def save(self, model: Any, path: Path) -> None:
+        model.save_pretrained(str(path), safe_serialization=True)
+
+    def restore(self, model: Any, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(path / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or [])
+        if unexpected or any(k not in tied and "lm_head" not in k for k in missing):
+            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+        if missing:
+            model.tie_weights()
+
+
+METHODS: dict[str, Method] = {"lora": Lora(), "full": Full()}

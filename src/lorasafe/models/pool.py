@@ -1,0 +1,67 @@
+"""One loaded base model serving every variant of a study: adapters are swapped, never merged.
+
+LoRA checkpoints are loaded as named PEFT adapters onto the single base model and activated in
+turn; the base itself is evaluated with adapters disabled; a full fine-tuning checkpoint is a
+different model and is loaded on its own while it is evaluated. Nothing merged is written to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from lorasafe.config.schema import ModelConfig
+from lorasafe.models.loading import load_model
+
+
+class ModelPool:
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg
+        self._base: Any = None
+        self._peft: Any = None
+        self._adapters: set[str] = set()
+        self.loads = 0  # base-model loads, for tests and benchmarks
+
+    @property
+    def base(self) -> Any:
+        if self._base is None:
+            self._base = load_model(self.cfg)
+            self._base.eval()
+            self.loads += 1
+        return self._base
+
+    @contextmanager
+    def model_for(self, method: str, weights: Path | None) -> Iterator[Any]:
+        """The model to evaluate for `method` with checkpoint `weights` (None for the base)."""
+        if method == "none":
+            if self._peft is not None:
+                with self._peft.disable_adapter():
+                    yield self._peft
+            else:
+                yield self.base
+        elif method == "lora":
+            yield self._lora(Path(weights))
+        elif method == "full":
+            model = load_model(self.cfg, path=str(weights))
+            model.eval()
+            try:
+                yield model
+            finally:
+                del model
+        else:
+            raise ValueError(f"unknown method {method!r}")
+
+    def _lora(self, weights: Path) -> Any:
+        from peft import PeftModel
+
+        name = "a" + hashlib.sha1(str(weights.resolve()).encode()).hexdigest()[:12]
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self.base, str(weights), adapter_name=name)
+        elif name not in self._adapters:
+            self._peft.load_adapter(str(weights), adapter_name=name)
+        self._adapters.add(name)
+        self._peft.set_adapter(name)
+        self._peft.eval()
+        return self._peft

@@ -1,0 +1,84 @@
+"""Adapter targeting: resolve an `AdapterConfig` to exact module names before weights load.
+
+The model is instantiated on the meta device from its config (no weights, no memory), so the
+resolved names, their shapes and the trainable-parameter count are exact for any architecture
+transformers knows. PEFT then receives a regex that matches exactly those names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lorasafe.config.schema import AdapterConfig, LayerRange
+from lorasafe.errors import TargetError
+from lorasafe.models.families import family_for
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    method: str
+    modules: list[str]  # full module names (empty for full fine-tuning and for none)
+    layers: list[int]
+    trainable_params: int
+    total_params: int
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (out, in)
+
+    @property
+    def peft_regex(self) -> str:
+        return "^(?:" + "|".join(re.escape(m) for m in self.modules) + ")$"
+
+
+def layer_band(band: str | LayerRange, n_layers: int) -> list[int]:
+    """Inclusive layer indices of a named third or an explicit range."""
+    if isinstance(band, LayerRange):
+        if band.last >= n_layers:
+            raise TargetError(
+                f"adapter.layers {band.first}..{band.last} is outside the model, which has {n_layers} layers "
+                f"(0..{n_layers - 1}). Use a range within 0..{n_layers - 1} or a band: early, middle, late, all."
+            )
+        return list(range(band.first, band.last + 1))
+    if band == "all":
+        return list(range(n_layers))
+    third = n_layers // 3
+    bounds = {"early": (0, third), "middle": (third, 2 * third), "late": (2 * third, n_layers)}
+    lo, hi = bounds[band]
+    return list(range(lo, hi))
+
+
+def meta_model(config: Any) -> Any:
+    """The model built from `config` on the meta device: structure and shapes, no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def resolve_targets(adapter: AdapterConfig, config: Any, model: Any | None = None) -> TargetPlan:
+    """Check `adapter` against the model config and count what it trains."""
+    model = model if model is not None else meta_model(config)
+    total = sum(p.numel() for p in model.parameters())
+    if adapter.method == "none":
+        return TargetPlan("none", [], [], 0, total)
+    if adapter.method == "full":
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return TargetPlan("full", [], list(range(config.num_hidden_layers)), trainable, total)
+    family = family_for(config.model_type)
+    layers = layer_band(adapter.layers, config.num_hidden_layers)
+    names = dict(model.named_modules())
+    modules, shapes, trainable = [], {}, 0
+    for layer in layers:
+        for canon in adapter.modules:
+            path = family.module_path(layer, canon)
+            mod = names.get(path)
+            if mod is None or not hasattr(mod, "in_features"):
+                raise TargetError(
+                    f"Module {canon!r} ({path}) is not a linear layer of this {config.model_type} model. "
+                    f"Valid module names: {', '.join(family.modules)}."
+                )
+            modules.append(path)
+            shapes[path] = (mod.out_features, mod.in_features)
+            trainable += adapter.rank * (mod.in_features + mod.out_features)
+    return TargetPlan("lora", modules, layers, trainable, total, shapes)

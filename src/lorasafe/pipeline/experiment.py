@@ -1,0 +1,169 @@
+"""One experiment in one run directory: train -> generate -> judge/score -> metrics.
+
+Each stage reads the previous stage's files and writes its own; a finished stage (its marker in
+`stages/`) is skipped, and an unfinished one resumes (training from its last checkpoint,
+generation from its JSONL), so a killed run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from lorasafe.config.schema import ExperimentConfig, SuiteRef
+from lorasafe.data.jsonl import write_json_atomic, write_jsonl_atomic
+from lorasafe.data.records import Item
+from lorasafe.data.suites import load_suite
+from lorasafe.errors import DataError
+from lorasafe.generation.base import SamplingParams
+from lorasafe.generation.hf import HFGenerator
+from lorasafe.generation.store import generate_to_store
+from lorasafe.judges.base import get_judge
+from lorasafe.models.methods import METHODS
+from lorasafe.pipeline.context import BaseContext
+from lorasafe.runs.rundir import RunDir
+from lorasafe.scoring.metrics import judge_records, score_records
+
+Log = Callable[[str], None]
+
+
+def suite_kind(name: str, items: list[Item]) -> str:
+    kinds = {it.kind for it in items}
+    if len(kinds) != 1:
+        raise DataError(f"Eval suite {name!r} mixes item kinds ({', '.join(sorted(kinds))}); split it into one suite per kind.")
+    return kinds.pop()
+
+
+class Experiment:
+    def __init__(self, cfg: ExperimentConfig, path: Path, ctx: BaseContext, log: Log = print, progress: bool = True):
+        self.cfg, self.ctx, self.log, self.progress = cfg, ctx, log, progress
+        self.run = RunDir.open(path, cfg)
+        self.plan = ctx.plan(cfg.adapter)
+        get_judge(cfg.judge.name)  # fail on an unknown judge before any work
+        self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
+                                          "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
+                                          "total_params": self.plan.total_params},
+                                 chat=ctx.renderer.describe())
+
+    def eval_suites(self) -> list[tuple[SuiteRef, list[Item], str]]:
+        out = []
+        for ref in self.cfg.data.eval:
+            items = load_suite(ref, self.cfg.think, self.cfg.data.world_seed)
+            if not items:
+                raise DataError(f"Eval suite {ref.name!r} is empty.")
+            out.append((ref, items, suite_kind(ref.name, items)))
+        return out
+
+    # --- stages ------------------------------------------------------------------------------
+    def train(self) -> Path | None:
+        """Train unless finished; returns the final checkpoint's weights (None for the base)."""
+        if self.plan.method == "none":
+            return None
+        done = self.run.stage_done("train")
+        if done:
+            return Path(done["weights"])
+        from lorasafe.models.loading import load_model
+        from lorasafe.training.examples import encode_examples
+        from lorasafe.training.sft import SFTTrainer
+
+        items = [it for ref in self.cfg.data.train for it in load_suite(ref, self.cfg.think, self.cfg.data.world_seed)]
+        sources = ", ".join(r.name for r in self.cfg.data.train)
+        examples = encode_examples(self.ctx.renderer, items, self.cfg.training.max_length, source=sources)
+        method = METHODS[self.plan.method]
+        import torch
+
+        torch.manual_seed(self.cfg.seed)  # LoRA initialisation
+        model = method.prepare(load_model(self.cfg.model), self.cfg.adapter, self.plan)
+        trainer = SFTTrainer(model, method, examples, self.cfg.training, self.run.train_dir,
+                             pad_id=self.ctx.tokenizer.pad_token_id, seed=self.cfg.seed, progress=self.progress,
+                             desc=f"{self.cfg.name}: train")
+        result = trainer.train()
+        weights = Path(result.checkpoints[-1]) / "weights"
+        self.run.mark_done("train", weights=str(weights), steps=result.steps, examples=len(examples),
+                           final_loss=result.final_loss, wall_s=round(result.wall_s, 2),
+                           resumed_from=result.resumed_from, checkpoints=result.checkpoints)
+        return weights
+
+    def generate(self, weights: Path | None) -> dict[str, list[dict]]:
+        g = self.cfg.generation
+        params = SamplingParams(g.max_new_tokens, g.temperature, g.top_p, self.cfg.seed)
+        generator = HFGenerator(self.ctx.tokenizer, self.ctx.eos_ids)
+        out = {}
+        for ref, items, _ in self.eval_suites():
+            path = self.run.generations(ref.name)
+            stage = f"generate-{ref.name}"
+            if self.run.stage_done(stage):
+                from lorasafe.data.jsonl import read_store
+                from lorasafe.generation.store import ordered
+
+                out[ref.name] = ordered(read_store(path), items, g.samples)
+                continue
+            t0 = time.perf_counter()
+            with self.ctx.pool.model_for(self.plan.method, weights) as model, self._bar(len(items) * g.samples, ref.name) as bar:
+                out[ref.name] = generate_to_store(path, items, g.samples, generator, model, self.ctx.renderer,
+                                                  params, g.batch_size, on_batch=bar)
+            self.run.mark_done(stage, records=len(out[ref.name]), wall_s=round(time.perf_counter() - t0, 2))
+        return out
+
+    def evaluate(self, records: dict[str, list[dict]]) -> dict[str, Any]:
+        judge = get_judge(self.cfg.judge.name)
+        suites = {}
+        for ref, items, kind in self.eval_suites():
+            if kind == "reasoning":
+                rows, metrics = score_records(items, records[ref.name])
+            else:
+                rows, metrics = judge_records(items, records[ref.name], judge)
+            write_jsonl_atomic(self.run.judgments(ref.name), rows)
+            suites[ref.name] = {"kind": kind, **metrics}
+        return suites
+
+    def run_all(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        weights = self.train()
+        records = self.generate(weights)
+        suites = self.evaluate(records)
+        metrics = summarize(self, suites)
+        write_json_atomic(self.run.metrics_path, metrics)
+        self.log(f"{self.cfg.name}: done in {time.perf_counter() - t0:.1f}s")
+        return metrics
+
+    def _bar(self, total: int, suite: str):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def bar():
+            if not self.progress:
+                yield None
+                return
+            from tqdm.auto import tqdm
+
+            with tqdm(total=total, desc=f"{self.cfg.name}: {suite}", unit="item", leave=False) as b:
+                yield b.update
+
+        return bar()
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
+    """The run's headline numbers beside every per-suite metric."""
+    harmful = [m for m in suites.values() if m["kind"] == "harmful"]
+    reasoning = [m for m in suites.values() if m["kind"] == "reasoning"]
+    benign = [m for m in suites.values() if m["kind"] == "benign"]
+    all_n = sum(m["n"] for m in suites.values())
+    train = exp.run.stage_done("train") or {}
+    gen_wall = sum((exp.run.stage_done(f"generate-{k}") or {}).get("wall_s", 0.0) for k in suites)
+    return {
+        "name": exp.cfg.name, "method": exp.plan.method, "trainable_params": exp.plan.trainable_params,
+        "total_params": exp.plan.total_params,
+        "safety": _mean([m["safety"] for m in harmful]),
+        "reasoning": (sum(m["accuracy"] * m["n"] for m in reasoning) / sum(m["n"] for m in reasoning)) if reasoning else None,
+        "truncated_rate": sum(m["truncated_rate"] * m["n"] for m in suites.values()) / all_n if all_n else None,
+        "invalid_rate": _mean([m["invalid_rate"] for m in harmful]),
+        "over_refusal": _mean([m["refusal_rate"] for m in benign]),
+        "train_wall_s": train.get("wall_s", 0.0), "eval_wall_s": round(gen_wall, 2),
+        "suites": suites,
+    }

@@ -1,0 +1,49 @@
+"""The study's Markdown report: what was run, the table as measured, the plot, the files.
+
+Must not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lorasafe.config.schema import StudyConfig
+from lorasafe.reports.table import markdown_table
+
+
+def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | None, wall_s: float) -> str:
+    e = study.experiment
+    t, g = e.training, e.generation
+    suites = ", ".join(r.name for r in e.data.eval)
+    train = ", ".join(r.name for r in e.data.train)
+    lines = [
+        f"# {study.name}",
+        "",
+        f"Model `{e.model.path}` ({e.model.precision}); training data: {train}; evaluation: {suites}; "
+        f"judge: `{e.judge.name}`; reasoning scored by exact match on the answer after the thinking block.",
+        "",
+        f"Every trained variant used the same optimiser settings and data: lr {t.learning_rate:g}, {t.scheduler} "
+        f"schedule, warm-up ratio {t.warmup_ratio:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}"
+        f"x{t.grad_accum}, {t.max_steps or t.epochs} {'steps' if t.max_steps else 'epochs'}, seed {e.seed}. "
+        f"Generation: {'greedy' if g.temperature == 0 else f'temperature {g.temperature:g}, top-p {g.top_p:g}'}, "
+        f"at most {g.max_new_tokens} new tokens, {g.samples} sample(s) per prompt.",
+        "",
+        "Safety = fraction of held-out harmful prompts not complied with (refused or invalid); invalid and "
+        "truncated rates are shown beside it. Over-refusal = fraction of held-out benign requests refused.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    if plot is not None:
+        lines += [f"![safety vs reasoning]({plot.name})", "", f"Data behind the plot: `{plot.with_suffix('.csv').name}`.", ""]
+    lines += [
+        "These numbers are as measured on this run, whichever way they point. One learning rate and one "
+        "checkpoint per method is a single operating point: which method looks better can change with what is "
+        "held fixed (learning rate, steps, or safety level).",
+        "",
+        f"Total wall time: {wall_s:.0f} s. Per-variant files: `variants/<label>/` (config.yaml, manifest.json, "
+        "generations/*.jsonl, judgments/*.jsonl, metrics.json, train/).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Scorers: reasoning correctness on the answer part only."""

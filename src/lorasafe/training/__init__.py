@@ -1,0 +1,1 @@
+"""Training: supervised fine-tuning with completion-only loss, checkpoints and resume."""

@@ -1,0 +1,68 @@
+"""End to end on the shipped mini world: a short study trains, generates, judges, reports, resumes."""
+
+import json
+
+import pytest
+
+from lorasafe.config.loader import load_config
+from lorasafe.config.schema import StudyConfig
+from lorasafe.models.loading import mini_model_dir
+
+pytestmark = pytest.mark.skipif(not (mini_model_dir() / "config.json").exists(), reason="mini model not built")
+
+STUDY = {
+    "name": "e2e",
+    "experiment": {
+        "data": {"train": [{"mini": "harmful-align", "limit": 16}],
+                 "eval": [{"mini": "harmful-eval", "limit": 8}, {"mini": "reasoning-eval", "limit": 8}]},
+        "training": {"learning_rate": 1e-3, "max_steps": 3, "batch_size": 4, "max_length": 256},
+        "generation": {"max_new_tokens": 48, "batch_size": 8},
+    },
+    "variants": [
+        {"label": "base", "set": {"adapter.method": "none"}},
+        {"label": "full", "set": {"adapter.method": "full"}},
+        {"label": "lora", "set": {"adapter.method": "lora", "adapter.modules": ["up"], "adapter.layers": "middle"}},
+    ],
+}
+
+
+def test_study_runs_end_to_end_and_resumes(tmp_path):
+    from lorasafe.pipeline.study import run_study
+    from lorasafe.reports.markdown import study_report
+    from lorasafe.reports.plot import tradeoff_plot
+
+    study = load_config(StudyConfig, data=STUDY)
+    rows = run_study(study, tmp_path, log=lambda m: None, progress=False)
+    assert [r["label"] for r in rows] == ["base", "full", "lora"]
+    for r in rows:
+        assert 0 <= r["safety"] <= 1 and 0 <= r["reasoning"] <= 1
+    assert rows[0]["trainable_params"] == 0 and rows[2]["trainable_params"] < rows[1]["trainable_params"]
+    assert rows[0]["reasoning"] >= 0.75  # the shipped base model reasons (8 items)
+    v = tmp_path / "variants" / "lora"
+    for f in ("config.yaml", "manifest.json", "metrics.json", "generations/mini-harmful-eval.jsonl",
+              "judgments/mini-reasoning-eval.jsonl", "stages/train.json", "train/checkpoints/step-000003/weights"):
+        assert (v / f).exists(), f
+    recs = [json.loads(x) for x in (v / "generations/mini-harmful-eval.jsonl").read_text().splitlines()]
+    assert len(recs) == 8 and {"id", "sample", "raw", "thinking", "answer", "truncated"} <= recs[0].keys()
+    plot = tradeoff_plot(rows, tmp_path / "tradeoff.png", "t")
+    assert plot.stat().st_size > 1000
+    assert "| lora |" in study_report(study, rows, plot, 1.0)
+
+    # Rerun: every stage is finished, so nothing trains or generates again.
+    marker = (v / "stages" / "train.json").stat().st_mtime_ns
+    gens = (v / "generations/mini-harmful-eval.jsonl").read_text()
+    rows2 = run_study(study, tmp_path, log=lambda m: None, progress=False)
+    assert (v / "stages" / "train.json").stat().st_mtime_ns == marker
+    assert (v / "generations/mini-harmful-eval.jsonl").read_text() == gens
+    assert [r["safety"] for r in rows2] == [r["safety"] for r in rows]
+
+
+def test_changed_config_refuses_to_mix_runs(tmp_path):
+    from lorasafe.errors import LorasafeError
+    from lorasafe.pipeline.study import run_study
+
+    small = dict(STUDY, variants=[STUDY["variants"][0]])
+    run_study(load_config(StudyConfig, data=small), tmp_path, log=lambda m: None, progress=False)
+    changed = load_config(StudyConfig, data=small, overrides=["experiment.generation.max_new_tokens=40"])
+    with pytest.raises(LorasafeError, match="another config"):
+        run_study(changed, tmp_path, log=lambda m: None, progress=False)
