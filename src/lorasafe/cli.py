@@ -17,7 +17,8 @@ from rich.console import Console
 
 from lorasafe.errors import LorasafeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="lorasafe: safety-align reasoning LLMs with LoRA and measure the safety tax.")
 mini_app = typer.Typer(no_args_is_help=True, help="The embedded mini world.")
 app.add_typer(mini_app, name="mini")
 console = Console()

@@ -11,6 +11,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ValidationError, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING  # noqa: E402  (no torch behind it)
+
 Module = Literal["q", "k", "v", "o", "gate", "up", "down"]
 MODULES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
 Band = Literal["all", "early", "middle", "late"]
@@ -70,7 +72,7 @@ class AdapterConfig(Strict):
 class ThinkConfig(Strict):
     open_tag: str = "<think>"
     close_tag: str = "</think>"
-    refusal_thinking: str = "I should not answer this question!"
+    refusal_thinking: str = DEFAULT_REFUSAL_THINKING
 
 
 class SuiteRef(Strict):

@@ -121,6 +121,18 @@ class SFTTrainer:
 
             bar = tqdm(total=self.total_steps, initial=step, desc=self.desc, unit="step", leave=False)
         log = self.out_dir / "train_log.jsonl"
+        try:
+            step, last_loss = self._loop(step, optimizer, scheduler, params, save_at, bar, log)
+        finally:
+            if bar:
+                bar.close()
+        return TrainResult(step, [str(p) for p in _checkpoints(self.ckpt_root)], last_loss, resumed_from,
+                           time.perf_counter() - t0)
+
+    def _loop(self, step, optimizer, scheduler, params, save_at, bar, log) -> tuple[int, float | None]:
+        import torch
+
+        last_loss = None
         while step < self.total_steps:
             epoch, pos = divmod(step, self.steps_per_epoch)
             groups = self._batches(epoch)
@@ -138,8 +150,8 @@ class SFTTrainer:
                         where = f"the last good checkpoint {kept[-1]} is kept" if kept else "no checkpoint was written yet"
                         raise TrainingDiverged(
                             f"Training diverged at step {step + 1}: the loss is {loss.item()}; {where}. Lower "
-                            f"training.learning_rate (now {self.cfg.learning_rate}) or check the training data, "
-                            "then rerun; finished stages are kept."
+                            f"training.learning_rate (now {self.cfg.learning_rate}) or check the training data, and "
+                            "run again into a new output directory (--out); nothing written so far is removed."
                         )
                     loss.backward()
                     total += loss.item()
@@ -158,7 +170,4 @@ class SFTTrainer:
                     self._save(step, optimizer, scheduler, total)
                 if self.on_step:
                     self.on_step(step, total)
-        if bar:
-            bar.close()
-        return TrainResult(step, [str(p) for p in _checkpoints(self.ckpt_root)], last_loss, resumed_from,
-                           time.perf_counter() - t0)
+        return step, last_loss
