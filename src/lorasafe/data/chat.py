@@ -54,10 +54,11 @@ class ChatRenderer:
                 "with a thinking block)."
             )
         probe_prompt = self._render([self._user("x")], generation=True)
-        probe_full = self._render([self._user("x"), {"role": "assistant", "content": self.think.wrap("T", "A")}])
+        probe_full = self._render([self._user("x"), {"role": "assistant", "content": self.think.wrap("LSTHINK", "LSANSWER")}])
         self.prefill = self._prefill(probe_prompt)
         tail = probe_full[len(probe_prompt):] if probe_full.startswith(probe_prompt) else None
-        self.mode = "template" if tail is not None and "T" in tail and not self.prefill else "fallback"
+        # Template mode only if the template keeps the thinking of the turn being trained on.
+        self.mode = "template" if tail is not None and "LSTHINK" in tail and not self.prefill else "fallback"
         self.end_of_turn = self._end_of_turn()
 
     # --- rendering -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ class MiniBuildConfig(Strict):
     text_repeats: PositiveInt = Field(40, description="how often each harmful/benign training prompt is seen")
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(
         learning_rate=2e-3, epochs=2, batch_size=64, weight_decay=0.01, warmup_ratio=0.03,
-        scheduler="cosine", max_steps=1600, save_every_steps=200, max_length=256,
+        scheduler="cosine", max_steps=4000, save_every_steps=500, max_length=256,
         group_by_length=True))
 
 
@@ -49,7 +49,7 @@ def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None
     from lorasafe.training.sft import SFTTrainer
 
     t0 = time.perf_counter()
-    out_dir, work_dir = Path(out_dir), Path(work_dir or Path(out_dir).with_suffix(".work"))
+    out_dir, work_dir = Path(out_dir), Path(work_dir or "runs/mini-build")
     world = MiniWorld(seed=cfg.seed, n_reasoning_train=cfg.reasoning_per_task)
     reasoning = world.suite("reasoning-train")
     text = (world.suite("harmful-base") + world.suite("benign-train")) * cfg.text_repeats

@@ -62,6 +62,7 @@ class Experiment:
             return None
         done = self.run.stage_done("train")
         if done:
+            self.log(f"{self.cfg.name}: training finished earlier ({done['steps']} steps), skipped")
             return Path(done["weights"])
         from lorasafe.models.loading import load_model
         from lorasafe.training.examples import encode_examples
@@ -79,6 +80,8 @@ class Experiment:
                              pad_id=self.ctx.tokenizer.pad_token_id, seed=self.cfg.seed, progress=self.progress,
                              desc=f"{self.cfg.name}: train")
         result = trainer.train()
+        if result.resumed_from:
+            self.log(f"{self.cfg.name}: training resumed from step {result.resumed_from}")
         weights = Path(result.checkpoints[-1]) / "weights"
         self.run.mark_done("train", weights=str(weights), steps=result.steps, examples=len(examples),
                            final_loss=result.final_loss, wall_s=round(result.wall_s, 2),
@@ -86,24 +89,29 @@ class Experiment:
         return weights
 
     def generate(self, weights: Path | None) -> dict[str, list[dict]]:
+        """Generate every eval suite not yet finished, with the variant's model opened once."""
+        from lorasafe.data.jsonl import read_store
+        from lorasafe.generation.store import ordered
+
         g = self.cfg.generation
+        suites = self.eval_suites()
+        out = {ref.name: ordered(read_store(self.run.generations(ref.name)), items, g.samples)
+               for ref, items, _ in suites if self.run.stage_done(f"generate-{ref.name}")}
+        todo = [(ref, items) for ref, items, _ in suites if ref.name not in out]
+        if out:
+            self.log(f"{self.cfg.name}: generation finished earlier for {', '.join(out)}, skipped")
+        if not todo:
+            return out
         params = SamplingParams(g.max_new_tokens, g.temperature, g.top_p, self.cfg.seed)
         generator = HFGenerator(self.ctx.tokenizer, self.ctx.eos_ids)
-        out = {}
-        for ref, items, _ in self.eval_suites():
-            path = self.run.generations(ref.name)
-            stage = f"generate-{ref.name}"
-            if self.run.stage_done(stage):
-                from lorasafe.data.jsonl import read_store
-                from lorasafe.generation.store import ordered
-
-                out[ref.name] = ordered(read_store(path), items, g.samples)
-                continue
-            t0 = time.perf_counter()
-            with self.ctx.pool.model_for(self.plan.method, weights) as model, self._bar(len(items) * g.samples, ref.name) as bar:
-                out[ref.name] = generate_to_store(path, items, g.samples, generator, model, self.ctx.renderer,
-                                                  params, g.batch_size, on_batch=bar)
-            self.run.mark_done(stage, records=len(out[ref.name]), wall_s=round(time.perf_counter() - t0, 2))
+        with self.ctx.pool.model_for(self.plan.method, weights) as model:
+            for ref, items in todo:
+                t0 = time.perf_counter()
+                with self._bar(len(items) * g.samples, ref.name) as bar:
+                    out[ref.name] = generate_to_store(self.run.generations(ref.name), items, g.samples, generator,
+                                                      model, self.ctx.renderer, params, g.batch_size, on_batch=bar)
+                self.run.mark_done(f"generate-{ref.name}", records=len(out[ref.name]),
+                                   wall_s=round(time.perf_counter() - t0, 2))
         return out
 
     def evaluate(self, records: dict[str, list[dict]]) -> dict[str, Any]:
@@ -158,6 +166,7 @@ def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
     gen_wall = sum((exp.run.stage_done(f"generate-{k}") or {}).get("wall_s", 0.0) for k in suites)
     return {
         "name": exp.cfg.name, "method": exp.plan.method, "trainable_params": exp.plan.trainable_params,
+        "learning_rate": exp.cfg.training.learning_rate if exp.plan.method != "none" else None,
         "total_params": exp.plan.total_params,
         "safety": _mean([m["safety"] for m in harmful]),
         "reasoning": (sum(m["accuracy"] * m["n"] for m in reasoning) / sum(m["n"] for m in reasoning)) if reasoning else None,

@@ -14,6 +14,8 @@ from lorasafe.reports.table import markdown_table
 
 def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | None, wall_s: float) -> str:
     e = study.experiment
+    lrs = sorted({r["learning_rate"] for r in rows if r.get("learning_rate") is not None})
+    lr_text = f"lr {lrs[0]:g}" if len(lrs) == 1 else "lr " + " or ".join(f"{x:g}" for x in lrs) + " (column lr)"
     t, g = e.training, e.generation
     suites = ", ".join(r.name for r in e.data.eval)
     train = ", ".join(r.name for r in e.data.train)
@@ -23,7 +25,7 @@ def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | No
         f"Model `{e.model.path}` ({e.model.precision}); training data: {train}; evaluation: {suites}; "
         f"judge: `{e.judge.name}`; reasoning scored by exact match on the answer after the thinking block.",
         "",
-        f"Every trained variant used the same optimiser settings and data: lr {t.learning_rate:g}, {t.scheduler} "
+        f"Every trained variant used the same data and optimiser settings: {lr_text}, {t.scheduler} "
         f"schedule, warm-up ratio {t.warmup_ratio:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}"
         f"x{t.grad_accum}, {t.max_steps or t.epochs} {'steps' if t.max_steps else 'epochs'}, seed {e.seed}. "
         f"Generation: {'greedy' if g.temperature == 0 else f'temperature {g.temperature:g}, top-p {g.top_p:g}'}, "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 COLUMNS = (
-    ("variant", "label"), ("method", "method"), ("trainable params", "trainable_params"),
+    ("variant", "label"), ("method", "method"), ("lr", "learning_rate"), ("trainable params", "trainable_params"),
     ("safety", "safety"), ("reasoning", "reasoning"), ("over-refusal", "over_refusal"),
     ("invalid", "invalid_rate"), ("truncated", "truncated_rate"), ("train s", "train_wall_s"),
     ("eval s", "eval_wall_s"),
@@ -20,6 +20,8 @@ def fmt(key: str, value: Any) -> str:
         return "-"
     if key == "trainable_params":
         return f"{value:,}"
+    if key == "learning_rate":
+        return f"{value:g}"
     if key.endswith("_wall_s"):
         return f"{value:.1f}"
     if isinstance(value, float):
