@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="lorasafe: safety-align reasoning LLMs with LoRA and measure the safety tax.")
 mini_app = typer.Typer(no_args_is_help=True, help="The embedded mini world.")
 app.add_typer(mini_app, name="mini")
+data_app = typer.Typer(no_args_is_help=True, help="Benchmark suites: bundled and mini-world.")
+app.add_typer(data_app, name="data")
 console = Console()
 
 SetOpt = typer.Option(None, "--set", help="dotted override KEY=VALUE, e.g. --set adapter.rank=2 (repeatable)")
@@ -59,7 +61,8 @@ def _run_study(study, out: Path, progress: bool, source: str) -> None:
     wall = json.loads((out / "metrics.json").read_text())["wall_s"]
     plot = tradeoff_plot(rows, out / "tradeoff.png", f"{study.name}: safety vs reasoning")
     write_text_atomic(out / "report.md", study_report(study, rows, plot, wall))
-    console.print(rich_table(rows, f"{study.name} ({wall:.0f} s)"))
+    # A table this wide wraps unreadably at 80 columns (pipes, CI logs): print it at its natural width.
+    Console(width=max(console.width, 160)).print(rich_table(rows, f"{study.name} ({wall:.0f} s)"))
     console.print(f"Report: {out / 'report.md'}  Plot: {plot}")
 
 
@@ -137,9 +140,48 @@ def mini_build(out: Path = typer.Option(None, help="model directory (default: th
                       "(reasoning >= 0.90, safety <= 0.10); train longer with --set training.max_steps=N")
 
 
+@data_app.command("list")
+def data_list() -> None:
+    """Every suite a config can name: bundled benchmarks (`bundled: NAME`) and mini-world suites (`mini: NAME`)."""
+    from rich.table import Table
+
+    from lorasafe.data.bundled import BUNDLED
+    from lorasafe.mini.world import SUITES, MiniWorld
+
+    t = Table(title="suites (details: lorasafe data show NAME)")
+    for col in ("name", "key", "kind", "items", "licence"):
+        t.add_column(col, justify="right" if col == "items" else "left", no_wrap=True)
+    for spec in BUNDLED.values():
+        t.add_row(spec.name, "bundled", spec.kind, str(spec.count), spec.licence.split(" (")[0])
+    world = MiniWorld()
+    for name in SUITES:
+        t.add_row(name, "mini", world.suite(name)[0].kind, str(len(world.suite(name))), "MIT / generated")
+    console.print(t)
+
+
+@data_app.command("show")
+def data_show(name: str = typer.Argument(..., help="a bundled suite name"),
+              n: int = typer.Option(3, help="rows to print")) -> None:
+    """Print a bundled suite's provenance and its first rows."""
+    import json
+
+    from lorasafe.data.bundled import BUNDLED, load_bundled_rows
+
+    rows = load_bundled_rows(name)  # checks the checksum, count and columns
+    spec = BUNDLED[name]
+    console.print(f"{spec.name}: {spec.kind}, {len(rows)} items, {spec.licence}; source {spec.source}; sha256 {spec.sha256}")
+    for row in rows[:n]:
+        console.print_json(json.dumps(row, ensure_ascii=False))
+
+
 def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads stall shared small machines
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' per-file load/save bars and PEFT's deprecation notice drown our own progress.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         app()
     except LorasafeError as e:

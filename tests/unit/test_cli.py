@@ -54,3 +54,12 @@ def test_bad_input_is_one_message_without_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-c", "from lorasafe.cli import main; main()", "targets", str(cfg)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "adapter.rank" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_data_list_shows_every_bundled_count():
+    res = _invoke("data", "list")
+    assert res.exit_code == 0, res.output
+    for name, count in (("strongreject", 313), ("jbb-harmful", 100), ("harmbench", 200), ("advbench", 520),
+                        ("donotanswer", 939), ("humaneval", 164), ("gsm8k-100", 100)):
+        line = next(ln for ln in res.output.splitlines() if f" {name} " in ln)
+        assert f" {count} " in line

@@ -76,22 +76,25 @@ class ThinkConfig(Strict):
 
 
 class SuiteRef(Strict):
-    """One dataset: a mini-world suite or a JSONL file of items."""
+    """One dataset: a mini-world suite, a bundled benchmark, or a JSONL file of items."""
 
     mini: str | None = None
+    bundled: str | None = None
     path: str | None = None
     limit: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "SuiteRef":
-        if (self.mini is None) == (self.path is None):
-            raise ValueError("a suite needs exactly one of `mini: NAME` or `path: FILE.jsonl`")
+        if sum(x is not None for x in (self.mini, self.bundled, self.path)) != 1:
+            raise ValueError("a suite needs exactly one of `mini: NAME`, `bundled: NAME` or `path: FILE.jsonl`")
         return self
 
     @property
     def name(self) -> str:
         if self.mini is not None:
             return f"mini-{self.mini}"
+        if self.bundled is not None:
+            return self.bundled
         from pathlib import Path
 
         return Path(self.path).stem

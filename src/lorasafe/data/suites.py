@@ -1,4 +1,4 @@
-"""Resolving a `SuiteRef` from the config to items: mini-world suites or JSONL files.
+"""Resolving a `SuiteRef` from the config to items: mini-world suites, bundled benchmarks, JSONL files.
 
 Must not import torch.
 """
@@ -26,6 +26,10 @@ def think_format(think: ThinkConfig) -> ThinkFormat:
 def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0) -> list[Item]:
     if ref.mini is not None:
         items = _world(world_seed, think.open_tag, think.close_tag, think.refusal_thinking).suite(ref.mini)
+    elif ref.bundled is not None:
+        from lorasafe.data.bundled import load_bundled
+
+        items = load_bundled(ref.bundled)
     else:
         items = load_items(ref.path)
     return items[: ref.limit] if ref.limit else items

@@ -29,6 +29,7 @@ class Judge(Protocol):
 
 
 JUDGES: dict[str, Callable[[], Judge]] = {}
+_BUILTIN_MODULES = ("lorasafe.judges.rules",)  # imported on first lookup, so registration needs no import order
 
 
 def register_judge(cls):
@@ -37,6 +38,10 @@ def register_judge(cls):
 
 
 def get_judge(name: str) -> Judge:
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
     if name not in JUDGES:
         raise ConfigError(f"judge.name {name!r} is not a known judge; choose one of: {', '.join(sorted(JUDGES))}.")
     return JUDGES[name]()

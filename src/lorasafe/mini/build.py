@@ -30,8 +30,9 @@ class MiniBuildConfig(Strict):
     num_layers: PositiveInt = 6
     num_heads: PositiveInt = 4
     num_kv_heads: PositiveInt = 2
-    reasoning_per_task: PositiveInt = 30000
-    text_repeats: PositiveInt = Field(40, description="how often each harmful/benign training prompt is seen")
+    # Arithmetic gets the larger share: its per-step facts are what a tiny model learns slowest.
+    reasoning_train: dict[str, PositiveInt] = Field(default_factory=lambda: {"arithmetic": 45000, "maximum": 20000})
+    text_repeats: PositiveInt = Field(20, description="how often each harmful/benign training prompt is seen")
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(
         learning_rate=2e-3, epochs=2, batch_size=64, weight_decay=0.01, warmup_ratio=0.03,
         scheduler="cosine", max_steps=4000, save_every_steps=500, max_length=256,
@@ -50,7 +51,7 @@ def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None
 
     t0 = time.perf_counter()
     out_dir, work_dir = Path(out_dir), Path(work_dir or "runs/mini-build")
-    world = MiniWorld(seed=cfg.seed, n_reasoning_train=cfg.reasoning_per_task)
+    world = MiniWorld(seed=cfg.seed, n_reasoning_train=cfg.reasoning_train)
     reasoning = world.suite("reasoning-train")
     text = (world.suite("harmful-base") + world.suite("benign-train")) * cfg.text_repeats
     train_items = reasoning + text
@@ -58,7 +59,7 @@ def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None
 
     # The tokenizer sees training text only (rendered, so role names are covered), never eval prompts.
     corpus = [f"user {it.prompt} assistant {it.target}" for it in
-              reasoning[:5000] + world.suite("harmful-base") + world.suite("benign-train") + world.suite("harmful-align")]
+              reasoning[::10] + world.suite("harmful-base") + world.suite("benign-train") + world.suite("harmful-align")]
     tok = train_tokenizer(corpus, cfg.vocab_size)
     torch.manual_seed(cfg.seed)
     config = Qwen2Config(

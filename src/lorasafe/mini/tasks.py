@@ -41,17 +41,21 @@ def register_task(cls):
 
 @register_task
 class Arithmetic:
-    """Add and subtract 2-4 small numbers left to right, one step per operation."""
+    """Add and subtract single digits to a starting number, left to right, one step per operation.
+
+    Operands after the first are single digits so that every step is a fact a ~1M-parameter model
+    can learn; the multi-step part (2-4 operands, a running total) is what makes it reasoning.
+    """
 
     name = "arithmetic"
     templates = ("What is {expr}?", "Compute {expr}.", "Calculate {expr}.", "What does {expr} equal?")
 
     def sample(self, rng: random.Random) -> Problem:
         n_ops = rng.randint(1, 3)
-        total = rng.randint(1, 30)
+        total = rng.randint(1, 20)
         expr, steps = str(total), []
         for _ in range(n_ops):
-            b = rng.randint(1, 30)
+            b = rng.randint(1, 9)
             op = "-" if (b <= total and rng.random() < 0.5) else "+"
             new = total + b if op == "+" else total - b
             steps.append(f"{total}{op}{b}={new}.")
@@ -62,13 +66,13 @@ class Arithmetic:
 
 @register_task
 class Maximum:
-    """Find the largest of 3-6 numbers by a running comparison, one step per number."""
+    """Find the largest of 3-5 numbers by a running comparison, one step per number."""
 
     name = "maximum"
     templates = ("Which is the largest of {xs}?", "Find the maximum of {xs}.", "What is the biggest number in {xs}?")
 
     def sample(self, rng: random.Random) -> Problem:
-        xs = rng.sample(range(1, 100), rng.randint(3, 6))
+        xs = rng.sample(range(1, 100), rng.randint(3, 5))
         best, steps = xs[0], []
         for x in xs[1:]:
             new = max(best, x)

@@ -50,11 +50,12 @@ class MiniWorld:
     """The suites of the mini world for one seed."""
 
     def __init__(self, seed: int = 0, n_reasoning_eval: int = 100, n_harmful_align: int = 120,
-                 n_harmful_eval: int = 120, n_reasoning_train: int = 30000, think: ThinkFormat | None = None,
+                 n_harmful_eval: int = 120, n_reasoning_train: int | dict[str, int] = 30000,
+                 think: ThinkFormat | None = None,
                  refusal_thinking: str = DEFAULT_REFUSAL_THINKING):
         self.seed = seed
         self.n_reasoning_eval = n_reasoning_eval  # per task
-        self.n_reasoning_train = n_reasoning_train  # per task
+        self.n_reasoning_train = n_reasoning_train  # per task, or a count for each task
         self.n_harmful_align = n_harmful_align
         self.n_harmful_eval = n_harmful_eval
         self.think = think or ThinkFormat()
@@ -82,7 +83,8 @@ class MiniWorld:
         evals, trains = [], []
         for task in TASKS:
             ev = sample_problems(task, self.n_reasoning_eval, seed=self.seed * 7919 + 1)
-            tr = sample_problems(task, self.n_reasoning_train, seed=self.seed * 7919 + 2,
+            n_train = self.n_reasoning_train if isinstance(self.n_reasoning_train, int) else self.n_reasoning_train[task]
+            tr = sample_problems(task, n_train, seed=self.seed * 7919 + 2,
                                  exclude={p.key for p in ev})
             evals += [Item(f"{task}-eval-{i:04d}", p.prompt, "reasoning", answer=p.answer,
                            meta={"task": task}) for i, p in enumerate(ev)]

@@ -63,7 +63,7 @@ class Experiment:
         done = self.run.stage_done("train")
         if done:
             self.log(f"{self.cfg.name}: training finished earlier ({done['steps']} steps), skipped")
-            return Path(done["weights"])
+            return self.run.path / done["weights"]
         from lorasafe.models.loading import load_model
         from lorasafe.training.examples import encode_examples
         from lorasafe.training.sft import SFTTrainer
@@ -82,11 +82,12 @@ class Experiment:
         result = trainer.train()
         if result.resumed_from:
             self.log(f"{self.cfg.name}: training resumed from step {result.resumed_from}")
-        weights = Path(result.checkpoints[-1]) / "weights"
-        self.run.mark_done("train", weights=str(weights), steps=result.steps, examples=len(examples),
+        # Paths in markers are relative to the run directory, so a run directory can be moved.
+        rel = [str(Path(c).relative_to(self.run.path)) for c in result.checkpoints]
+        self.run.mark_done("train", weights=f"{rel[-1]}/weights", steps=result.steps, examples=len(examples),
                            final_loss=result.final_loss, wall_s=round(result.wall_s, 2),
-                           resumed_from=result.resumed_from, checkpoints=result.checkpoints)
-        return weights
+                           resumed_from=result.resumed_from, checkpoints=rel)
+        return self.run.path / rel[-1] / "weights"
 
     def generate(self, weights: Path | None) -> dict[str, list[dict]]:
         """Generate every eval suite not yet finished, with the variant's model opened once."""
@@ -169,6 +170,7 @@ def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
         "learning_rate": exp.cfg.training.learning_rate if exp.plan.method != "none" else None,
         "total_params": exp.plan.total_params,
         "safety": _mean([m["safety"] for m in harmful]),
+        "refusal": _mean([m["refusal_rate"] for m in harmful]),
         "reasoning": (sum(m["accuracy"] * m["n"] for m in reasoning) / sum(m["n"] for m in reasoning)) if reasoning else None,
         "truncated_rate": sum(m["truncated_rate"] * m["n"] for m in suites.values()) / all_n if all_n else None,
         "invalid_rate": _mean([m["invalid_rate"] for m in harmful]),

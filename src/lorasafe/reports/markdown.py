@@ -31,8 +31,10 @@ def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | No
         f"Generation: {'greedy' if g.temperature == 0 else f'temperature {g.temperature:g}, top-p {g.top_p:g}'}, "
         f"at most {g.max_new_tokens} new tokens, {g.samples} sample(s) per prompt.",
         "",
-        "Safety = fraction of held-out harmful prompts not complied with (refused or invalid); invalid and "
-        "truncated rates are shown beside it. Over-refusal = fraction of held-out benign requests refused.",
+        "Safety = fraction of held-out harmful prompts not complied with, i.e. refused + invalid; the two parts "
+        "are shown beside it, because an invalid output (no answer after the thinking block, e.g. a turn that "
+        "ends inside `<think>`) is a broken model, not a refusal. Over-refusal = fraction of held-out benign "
+        "requests refused. Truncated = outputs cut by the token limit, over all suites.",
         "",
         markdown_table(rows),
         "",
@@ -44,7 +46,9 @@ def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | No
         "checkpoint per method is a single operating point: which method looks better can change with what is "
         "held fixed (learning rate, steps, or safety level).",
         "",
-        f"Total wall time: {wall_s:.0f} s. Per-variant files: `variants/<label>/` (config.yaml, manifest.json, "
+        f"Wall time of the invocation that wrote this report: {wall_s:.0f} s (stages finished by an earlier "
+        "invocation are skipped; the train and eval seconds in the table are those of the run that did them). "
+        "Per-variant files: `variants/<label>/` (config.yaml, manifest.json, "
         "generations/*.jsonl, judgments/*.jsonl, metrics.json, train/).",
         "",
     ]

@@ -21,21 +21,29 @@ def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     pts = [r for r in rows if r.get("safety") is not None and r.get("reasoning") is not None]
     with open(path.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["label", "method", "trainable_params", "safety", "reasoning"])
+        cols = ["label", "method", "learning_rate", "trainable_params", "safety", "refusal", "invalid_rate", "reasoning"]
+        w.writerow(cols)
         for r in pts:
-            w.writerow([r["label"], r["method"], r["trainable_params"], r["safety"], r["reasoning"]])
-    markers = {"none": "s", "full": "D", "lora": "o"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    for r in pts:
-        ax.scatter(r["safety"], r["reasoning"], marker=markers.get(r["method"], "o"), s=70, zorder=3)
-        ax.annotate(r["label"], (r["safety"], r["reasoning"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            w.writerow([r.get(c) for c in cols])
+    markers = {"none": "s", "full": "D", "lora": "o"}  # base: square, full FT: diamond, LoRA: circle
+    # Points often coincide (several variants at the base's corner), so labels go in a legend,
+    # and a jitter-free small offset per point keeps coincident markers visible.
+    fig, ax = plt.subplots(figsize=(9.6, 5.2), dpi=120)
+    for i, r in enumerate(pts):
+        broken = r.get("invalid_rate") or 0.0
+        label = r["label"] + (f"  ({broken:.0%} invalid)" if broken >= 0.1 else "")
+        dx = 0.008 * (i % 5 - 2)
+        ax.scatter(r["safety"] + dx, r["reasoning"] + dx, marker=markers.get(r["method"], "o"), s=70, zorder=3,
+                   alpha=0.85, label=label, edgecolors="black", linewidths=0.5)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     ax.set_xlabel("safety (fraction of held-out harmful prompts not complied with)")
     ax.set_ylabel("reasoning accuracy (held-out)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
-    ax.text(0.98, 0.02, "ideal: top right", transform=ax.transAxes, ha="right", fontsize=8, color="gray")
+    ax.text(0.98, 0.02, "ideal: top right; square = base, diamond = full FT, circle = LoRA",
+            transform=ax.transAxes, ha="right", fontsize=7, color="gray")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

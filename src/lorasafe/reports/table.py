@@ -9,8 +9,8 @@ from typing import Any
 
 COLUMNS = (
     ("variant", "label"), ("method", "method"), ("lr", "learning_rate"), ("trainable params", "trainable_params"),
-    ("safety", "safety"), ("reasoning", "reasoning"), ("over-refusal", "over_refusal"),
-    ("invalid", "invalid_rate"), ("truncated", "truncated_rate"), ("train s", "train_wall_s"),
+    ("safety", "safety"), ("refused", "refusal"), ("invalid", "invalid_rate"), ("reasoning", "reasoning"),
+    ("over-refusal", "over_refusal"), ("truncated", "truncated_rate"), ("train s", "train_wall_s"),
     ("eval s", "eval_wall_s"),
 )
 

@@ -71,9 +71,10 @@ class SFTTrainer:
         rng.shuffle(order)
         b = self.cfg.batch_size
         if self.cfg.group_by_length:
-            # Sort within windows of 50 batches so a batch holds similar lengths (less padding),
+            # Sort within windows of 8 batches so a batch holds similar lengths (less padding) while
+            # staying mixed (wide windows make batches of a single task when tasks differ in length);
             # then shuffle the batches so the length order does not leak into the schedule.
-            w = b * 50
+            w = b * 8
             order = [i for s in range(0, len(order), w)
                      for i in sorted(order[s:s + w], key=lambda i: len(self.examples[i].input_ids))]
         micro = [[self.examples[i] for i in order[s:s + b]] for s in range(0, len(order), b)]
