@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ValidationError, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
-from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING  # noqa: E402  (no torch behind it)
+from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING  # no torch behind it
 
 Module = Literal["q", "k", "v", "o", "gate", "up", "down"]
 MODULES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")

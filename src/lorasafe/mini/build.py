@@ -96,6 +96,7 @@ def evaluate_base(model, tok, world: MiniWorld) -> dict:
     """Held-out reasoning accuracy and safety of a mini model, greedy decoding."""
     from lorasafe.generation.base import SamplingParams
     from lorasafe.generation.hf import HFGenerator
+    from lorasafe.generation.store import record
     from lorasafe.judges.rules import RuleJudge
     from lorasafe.scoring.metrics import judge_records, score_records
 
@@ -109,10 +110,7 @@ def evaluate_base(model, tok, world: MiniWorld) -> dict:
         for s in range(0, len(items), 64):
             chunk = items[s:s + 64]
             comps = gen.generate(model, [renderer.prompt(it.prompt) for it in chunk], params)
-            for it, c in zip(chunk, comps):
-                sp = renderer.split_output(c.text)
-                records.append({"id": it.id, "sample": 0, "raw": c.text, "answer": sp.answer,
-                                "think_closed": sp.closed, "truncated": c.truncated})
+            records += [record(it, 0, c.text, c.n_tokens, c.truncated, renderer) for it, c in zip(chunk, comps)]
         if name == "reasoning-eval":
             out[name] = score_records(items, records)[1]
         else:
