@@ -1,0 +1,1 @@
+"""Run directories: layout, manifest, stage markers, resume."""
