@@ -26,6 +26,7 @@ class Strict(BaseModel):
 class ModelConfig(Strict):
     path: str = Field("mini", description="'mini' (the embedded mini model), a local directory or a hub id")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="one precision for every method")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
     trust_remote_code: bool = False
     system_prompt: str | None = None
 

@@ -77,4 +77,15 @@ def load_model(cfg: ModelConfig, path: str | None = None) -> Any:
         )
     except (OSError, ValueError) as e:
         raise _hub_hint(src, e) from None
-    return model
+    return model.to(resolve_device(cfg.device))
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LorasafeError("model.device is cuda but torch sees no CUDA device; use model.device=auto or cpu, "
+                            "or install a CUDA build of torch.")
+    return device

@@ -143,8 +143,9 @@ class SFTTrainer:
                 torch.manual_seed(hash((self.seed, step)) & 0x7FFFFFFF)  # dropout, identical on resume
                 optimizer.zero_grad(set_to_none=True)
                 total = 0.0
+                device = next(self.model.parameters()).device
                 for micro in group:
-                    batch = collate(micro, self.pad_id)
+                    batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
                     loss = self.model(**batch).loss / len(group)
                     if not torch.isfinite(loss):
                         kept = _checkpoints(self.ckpt_root)
