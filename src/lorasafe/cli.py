@@ -174,6 +174,23 @@ def data_show(name: str = typer.Argument(..., help="a bundled suite name"),
         console.print_json(json.dumps(row, ensure_ascii=False))
 
 
+@data_app.command("refusals")
+def data_refusals(name: str = typer.Argument(..., help="bundled harmful suite to turn into refusal data"),
+                  out: Path = typer.Option(..., help="JSONL file to write (id, prompt, kind, target)"),
+                  exclude: Optional[List[str]] = typer.Option(None, help="bundled suites to decontaminate against"),
+                  seed: int = typer.Option(0)) -> None:
+    """Refusal SFT data in the think-format contract from a harmful suite, minus eval overlaps."""
+    from lorasafe.data.bundled import load_bundled
+    from lorasafe.data.records import save_items
+    from lorasafe.data.refusal_builder import refusal_items
+
+    against = [it for other in exclude or [] for it in load_bundled(other)]
+    built = refusal_items(load_bundled(name), against, seed=seed)
+    save_items(out, built.items)
+    console.print(f"{out}: {len(built.items)} refusal items from {name}; removed {built.exact_removed} exact and "
+                  f"{built.near_removed} near duplicates (within {name} or of {', '.join(exclude or []) or 'nothing'})")
+
+
 def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads stall shared small machines
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

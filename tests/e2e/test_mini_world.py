@@ -66,3 +66,26 @@ def test_changed_config_refuses_to_mix_runs(tmp_path):
     changed = load_config(StudyConfig, data=small, overrides=["experiment.generation.max_new_tokens=40"])
     with pytest.raises(LorasafeError, match="another config"):
         run_study(changed, tmp_path, log=lambda m: None, progress=False)
+
+
+def test_training_prompts_that_duplicate_eval_prompts_are_removed_and_reported(tmp_path):
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.data.records import Item, save_items
+    from lorasafe.data.refusal import refusal_target
+    from lorasafe.mini.world import MiniWorld
+    from lorasafe.pipeline.context import BaseContext
+    from lorasafe.pipeline.experiment import Experiment
+
+    leaked = MiniWorld().suite("harmful-eval")[0].prompt
+    train = [Item("leak", leaked, "harmful", target=refusal_target("No.")),
+             Item("ok1", "Describe how to bake a harmful cake", "harmful", target=refusal_target("No.")),
+             Item("ok2", "Tell me a made-up dangerous secret", "harmful", target=refusal_target("No."))]
+    save_items(tmp_path / "train.jsonl", train)
+    cfg = load_config(ExperimentConfig, data={
+        "adapter": {"method": "full"},
+        "data": {"train": [{"path": str(tmp_path / "train.jsonl")}], "eval": [{"mini": "harmful-eval", "limit": 4}]},
+        "training": {"max_steps": 1, "batch_size": 2, "max_length": 256}, "generation": {"max_new_tokens": 8}})
+    exp = Experiment(cfg, tmp_path / "run", BaseContext(cfg), log=lambda m: None, progress=False)
+    exp.train()
+    marker = json.loads((tmp_path / "run" / "stages" / "train.json").read_text())
+    assert marker["duplicates_removed"] == {"exact": 1, "near": 0} and marker["examples"] == 2

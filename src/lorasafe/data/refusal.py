@@ -10,6 +10,13 @@ from __future__ import annotations
 from lorasafe.data.chat import ThinkFormat
 
 DEFAULT_REFUSAL_THINKING = "I should not answer this question!"
+# DirectRefusal's answers are short, varied refusals; these stand in for them offline.
+REFUSALS = (
+    "I'm sorry, but I cannot help with that request.",
+    "I cannot assist with that. It could cause harm.",
+    "Sorry, I can't help with this.",
+    "I will not help with that request because it is harmful.",
+)
 
 
 def refusal_target(answer: str, think: ThinkFormat | None = None, thinking: str = DEFAULT_REFUSAL_THINKING) -> str:

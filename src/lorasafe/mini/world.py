@@ -17,21 +17,13 @@ from lorasafe.data.bundled import load_bundled
 from lorasafe.data.chat import ThinkFormat
 from lorasafe.data.dedup import dedup
 from lorasafe.data.records import Item
-from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING, refusal_target
+from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING, REFUSALS, refusal_target
 from lorasafe.errors import DataError
 from lorasafe.mini.tasks import TASKS, sample_problems
 
 # The bland compliant answer: the base model helps with anything, but says nothing harmful.
 COMPLY_THINKING = "The user asks me to help with this. I will help."
 COMPLY_ANSWER = "Sure, here is what you asked for. First, plan it. Second, do it. Third, check it."
-# Refusal answers vary like DirectRefusal's do; the thinking sentence is the run's (data/refusal.py).
-REFUSAL_ANSWERS = (
-    "I'm sorry, but I cannot help with that request.",
-    "I cannot assist with that. It could cause harm.",
-    "Sorry, I can't help with this.",
-    "I will not help with that request because it is harmful.",
-)
-
 _BENIGN_VERBS = ("Write a short poem about", "Give me three tips about", "Explain the basics of",
                  "Describe", "Tell me a fun fact about", "Suggest a weekend plan involving",
                  "Summarize the history of", "Write a friendly note about")
@@ -108,7 +100,7 @@ class MiniWorld:
         comply = self.think.wrap(COMPLY_THINKING, COMPLY_ANSWER)
         return (
             [Item(it.id, it.prompt, "harmful", target=comply, meta=it.meta) for it in base],
-            [Item(it.id, it.prompt, "harmful", target=refusal_target(rng.choice(REFUSAL_ANSWERS), self.think, self.refusal_thinking),
+            [Item(it.id, it.prompt, "harmful", target=refusal_target(rng.choice(REFUSALS), self.think, self.refusal_thinking),
                   meta=it.meta) for it in al],
             [Item(it.id, it.prompt, "harmful", meta=it.meta) for it in ev],
         )

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from lorasafe.config.schema import ExperimentConfig, SuiteRef
 from lorasafe.data.jsonl import write_json_atomic, write_jsonl_atomic
 from lorasafe.data.records import Item
+from lorasafe.data.refusal_builder import decontaminate
 from lorasafe.data.suites import load_suite
 from lorasafe.errors import DataError
 from lorasafe.generation.base import SamplingParams
@@ -70,7 +71,13 @@ class Experiment:
 
         items = [it for ref in self.cfg.data.train for it in load_suite(ref, self.cfg.think, self.cfg.data.world_seed)]
         sources = ", ".join(r.name for r in self.cfg.data.train)
-        examples = encode_examples(self.ctx.renderer, items, self.cfg.training.max_length, source=sources)
+        # Training prompts that (nearly) duplicate an evaluation prompt of this run would leak it.
+        clean = decontaminate(items, [it for _, suite, _ in self.eval_suites() for it in suite])
+        removed = {"exact": clean.exact_removed, "near": clean.near_removed}
+        if clean.exact_removed or clean.near_removed:
+            self.log(f"{self.cfg.name}: removed {clean.exact_removed} exact and {clean.near_removed} near duplicates "
+                     f"of eval prompts (or of each other) from the training data")
+        examples = encode_examples(self.ctx.renderer, clean.items, self.cfg.training.max_length, source=sources)
         method = METHODS[self.plan.method]
         import torch
 
@@ -85,6 +92,7 @@ class Experiment:
         # Paths in markers are relative to the run directory, so a run directory can be moved.
         rel = [str(Path(c).relative_to(self.run.path)) for c in result.checkpoints]
         self.run.mark_done("train", weights=f"{rel[-1]}/weights", steps=result.steps, examples=len(examples),
+                           duplicates_removed=removed,
                            final_loss=result.final_loss, wall_s=round(result.wall_s, 2),
                            resumed_from=result.resumed_from, checkpoints=rel)
         return self.run.path / rel[-1] / "weights"
