@@ -84,11 +84,17 @@ class SuiteRef(Strict):
     bundled: str | None = None
     path: str | None = None
     limit: PositiveInt | None = None
+    preset: str | None = Field(None, description="sampling preset for this suite (paper-safety, paper-reasoning, greedy)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SuiteRef":
         if sum(x is not None for x in (self.mini, self.bundled, self.path)) != 1:
             raise ValueError("a suite needs exactly one of `mini: NAME`, `bundled: NAME` or `path: FILE.jsonl`")
+        if self.preset is not None:
+            from lorasafe.generation.presets import PRESETS
+
+            if self.preset not in PRESETS:
+                raise ValueError(f"preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
         return self
 
     @property

@@ -19,6 +19,7 @@ from lorasafe.data.suites import load_suite
 from lorasafe.errors import DataError
 from lorasafe.generation.base import SamplingParams
 from lorasafe.generation.hf import HFGenerator
+from lorasafe.generation.presets import get_preset
 from lorasafe.generation.store import generate_to_store
 from lorasafe.judges.base import get_judge
 from lorasafe.models.methods import METHODS
@@ -102,26 +103,34 @@ class Experiment:
         from lorasafe.data.jsonl import read_store
         from lorasafe.generation.store import ordered
 
-        g = self.cfg.generation
         suites = self.eval_suites()
-        out = {ref.name: ordered(read_store(self.run.generations(ref.name)), items, g.samples)
+        out = {ref.name: ordered(read_store(self.run.generations(ref.name)), items, self.sampling(ref)[1])
                for ref, items, _ in suites if self.run.stage_done(f"generate-{ref.name}")}
         todo = [(ref, items) for ref, items, _ in suites if ref.name not in out]
         if out:
             self.log(f"{self.cfg.name}: generation finished earlier for {', '.join(out)}, skipped")
         if not todo:
             return out
-        params = SamplingParams(g.max_new_tokens, g.temperature, g.top_p, self.cfg.seed)
         generator = HFGenerator(self.ctx.tokenizer, self.ctx.eos_ids)
         with self.ctx.pool.model_for(self.plan.method, weights) as model:
             for ref, items in todo:
+                params, samples = self.sampling(ref)
                 t0 = time.perf_counter()
-                with self._bar(len(items) * g.samples, ref.name) as bar:
-                    out[ref.name] = generate_to_store(self.run.generations(ref.name), items, g.samples, generator,
-                                                      model, self.ctx.renderer, params, g.batch_size, on_batch=bar)
+                with self._bar(len(items) * samples, ref.name) as bar:
+                    out[ref.name] = generate_to_store(self.run.generations(ref.name), items, samples, generator,
+                                                      model, self.ctx.renderer, params, self.cfg.generation.batch_size,
+                                                      on_batch=bar)
                 self.run.mark_done(f"generate-{ref.name}", records=len(out[ref.name]),
                                    wall_s=round(time.perf_counter() - t0, 2))
         return out
+
+    def sampling(self, ref: SuiteRef) -> tuple[SamplingParams, int]:
+        """The suite's sampling: its preset if it names one, else the run's generation settings."""
+        g = self.cfg.generation
+        if ref.preset is not None:
+            p = get_preset(ref.preset)
+            return SamplingParams(p.max_new_tokens, p.temperature, p.top_p, self.cfg.seed), p.samples
+        return SamplingParams(g.max_new_tokens, g.temperature, g.top_p, self.cfg.seed), g.samples
 
     def evaluate(self, records: dict[str, list[dict]]) -> dict[str, Any]:
         judge = get_judge(self.cfg.judge.name)
@@ -178,6 +187,9 @@ def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
         "learning_rate": exp.cfg.training.learning_rate if exp.plan.method != "none" else None,
         "total_params": exp.plan.total_params,
         "safety": _mean([m["safety"] for m in harmful]),
+        # The seed interval is shown when one suite defines the headline number.
+        "safety_ci95": harmful[0].get("safety_ci95") if len(harmful) == 1 else None,
+        "reasoning_ci95": reasoning[0].get("accuracy_ci95") if len(reasoning) == 1 else None,
         "refusal": _mean([m["refusal_rate"] for m in harmful]),
         "reasoning": (sum(m["accuracy"] * m["n"] for m in reasoning) / sum(m["n"] for m in reasoning)) if reasoning else None,
         "truncated_rate": sum(m["truncated_rate"] * m["n"] for m in suites.values()) / all_n if all_n else None,

@@ -29,8 +29,14 @@ def fmt(key: str, value: Any) -> str:
     return str(value)
 
 
+def cell(row: dict[str, Any], key: str) -> str:
+    text = fmt(key, row.get(key))
+    half = row.get(f"{key}_ci95")
+    return f"{text} ± {half:.3f}" if half is not None else text  # mean ± 95% interval over seeds
+
+
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    return [[fmt(k, r.get(k)) for _, k in COLUMNS] for r in rows]
+    return [[cell(r, k) for _, k in COLUMNS] for r in rows]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
