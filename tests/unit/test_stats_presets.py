@@ -51,3 +51,14 @@ def test_metrics_report_each_seed_and_the_interval():
     assert sm["accuracy_per_seed"] == [1.0, 0.0]
     _, single = score_records(ritems, [_rec("r", 0, "3")])
     assert "accuracy_ci95" not in single
+
+
+def test_suites_choose_their_answer_scorer():
+    items = [Item("m", "p", "reasoning", answer="\\frac{1}{2}")]
+    rec = [_rec("m", 0, "So the result is \\boxed{0.5}")]
+    assert score_records(items, rec, "exact")[1]["accuracy"] == 0.0
+    assert score_records(items, rec, "math")[1]["accuracy"] == 1.0
+    citems = [Item("c", "p", "reasoning", answer="C")]
+    assert score_records(citems, [_rec("c", 0, "The answer is (C).")], "choice")[1]["accuracy"] == 1.0
+    cfg = load_config(ExperimentConfig, data={"data": {"eval": [{"bundled": "gsm8k-100", "scorer": "math"}]}})
+    assert cfg.data.eval[0].scorer == "math"

@@ -137,7 +137,7 @@ class Experiment:
         suites = {}
         for ref, items, kind in self.eval_suites():
             if kind == "reasoning":
-                rows, metrics = score_records(items, records[ref.name])
+                rows, metrics = score_records(items, records[ref.name], ref.scorer)
             else:
                 rows, metrics = judge_records(items, records[ref.name], judge)
             write_jsonl_atomic(self.run.judgments(ref.name), rows)

@@ -47,10 +47,25 @@ def _per_seed(rows: list[dict], name: str, metric) -> dict:
     return {f"{name}_per_seed": values, f"{name}_mean": mean, f"{name}_ci95": half}
 
 
-def score_records(items: list[Item], records: list[dict]) -> tuple[list[dict], dict]:
-    """Score reasoning records by exact match against each item's gold answer."""
+def get_scorer(name: str):
+    """Answer scorers by name: exact match, math equivalence (math-verify), multiple-choice letter."""
+    if name == "exact":
+        return ExactMatchScorer()
+    if name == "math":
+        from lorasafe.scoring.math_answer import MathScorer
+
+        return MathScorer()
+    if name == "choice":
+        from lorasafe.scoring.choice import ChoiceScorer
+
+        return ChoiceScorer()
+    raise ValueError(f"unknown scorer {name!r}")
+
+
+def score_records(items: list[Item], records: list[dict], scorer_name: str = "exact") -> tuple[list[dict], dict]:
+    """Score reasoning records against each item's gold answer with the named scorer."""
     gold = {it.id: it.answer for it in items}
-    scorer = ExactMatchScorer()
+    scorer = get_scorer(scorer_name)
     rows = []
     for r in records:
         s = scorer.score(r, gold[r["id"]] or "")
