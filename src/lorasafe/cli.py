@@ -142,10 +142,11 @@ def mini_build(out: Path = typer.Option(None, help="model directory (default: th
 
 @data_app.command("list")
 def data_list() -> None:
-    """Every suite a config can name: bundled benchmarks (`bundled: NAME`) and mini-world suites (`mini: NAME`)."""
+    """Every suite a config can name: `bundled: NAME`, `hub: NAME` (network or `path:` to a local copy), `mini: NAME`."""
     from rich.table import Table
 
     from lorasafe.data.bundled import BUNDLED
+    from lorasafe.data.hub import HUB_SUITES
     from lorasafe.mini.world import SUITES, MiniWorld
 
     t = Table(title="suites (details: lorasafe data show NAME)")
@@ -153,10 +154,12 @@ def data_list() -> None:
         t.add_column(col, justify="right" if col == "items" else "left", no_wrap=True)
     for spec in BUNDLED.values():
         t.add_row(spec.name, "bundled", spec.kind, str(spec.count), spec.licence.split(" (")[0])
+    for spec in HUB_SUITES.values():
+        t.add_row(spec.name, "hub", spec.kind, "hub", spec.licence)
     world = MiniWorld()
     for name in SUITES:
         t.add_row(name, "mini", world.suite(name)[0].kind, str(len(world.suite(name))), "MIT / generated")
-    console.print(t)
+    Console(width=max(console.width, 120)).print(t)
 
 
 @data_app.command("show")

@@ -112,15 +112,20 @@ def test_gpqa_gold_letter_points_at_the_correct_answer_and_moves_with_the_seed()
 def test_mbpp_keeps_tests_and_runs_with_the_code_scorer_shape():
     items = load("mbpp")
     assert [it.id for it in items] == ["mbpp-0002", "mbpp-0003", "mbpp-0004"]
+    assert [it.meta["entry_point"] for it in items] == ["similar_elements", "is_not_prime", "heap_queue_largest"]
     it = items[1]
     assert it.kind == "reasoning" and it.answer is None
     assert it.meta["test_list"][0] == "assert is_not_prime(2) == False"
     assert it.meta["test_imports"] == ["import math"]
     assert it.meta["entry_point"] == "is_not_prime"
     assert "assert is_not_prime(10) == True" in it.prompt
-    # the reference code passes the HumanEval-shaped check built from the tests
-    namespace: dict = {}
-    exec(compile(it.meta["code"] + "\n" + it.meta["test"] + "\ncheck(is_not_prime)\n", "mbpp", "exec"), namespace)
+    # the reference code passes (and a wrong one fails) the program the code scorer would build
+    from lorasafe.scoring.code import build_program
+
+    problem = {"prompt": it.prompt, "test": it.meta["test"], "entry_point": it.meta["entry_point"]}
+    exec(compile(build_program(it.meta["code"], problem), "mbpp", "exec"), {})
+    with pytest.raises(AssertionError):
+        exec(compile(build_program("def is_not_prime(n):\n    return False", problem), "mbpp", "exec"), {})
 
 
 def test_limit_and_json_reader(tmp_path):
@@ -220,3 +225,19 @@ def test_hub_rows_are_converted_like_local_ones(monkeypatch):
                         types.SimpleNamespace(load_dataset=lambda *a, **k: [{"question": "q", "answer": "1"}]))
     with pytest.raises(DataError, match="hub dataset HuggingFaceH4/aime_2024, row 1: missing column"):
         load_hub_suite("aime-2024")
+
+
+def test_config_names_a_hub_suite_with_a_local_copy():
+    from pathlib import Path
+
+    from lorasafe.config.loader import load_config
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.data.suites import load_suite
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "hub" / "math-500.jsonl"
+    cfg = load_config(ExperimentConfig, data={"data": {"eval": [{"hub": "math-500", "path": str(fixture), "scorer": "math"}]}})
+    ref = cfg.data.eval[0]
+    items = load_suite(ref, cfg.think)
+    assert ref.name == "math-500" and items and all(it.kind == "reasoning" and it.answer for it in items)
+    with pytest.raises(Exception, match="exactly one"):
+        load_config(ExperimentConfig, data={"data": {"eval": [{"hub": "math-500", "mini": "harmful-eval"}]}})

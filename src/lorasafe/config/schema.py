@@ -82,6 +82,7 @@ class SuiteRef(Strict):
 
     mini: str | None = None
     bundled: str | None = None
+    hub: str | None = Field(None, description="a hub suite (lorasafe data list); with `path`, a local copy of it")
     path: str | None = None
     limit: PositiveInt | None = None
     preset: str | None = Field(None, description="sampling preset for this suite (paper-safety, paper-reasoning, greedy)")
@@ -89,8 +90,11 @@ class SuiteRef(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "SuiteRef":
-        if sum(x is not None for x in (self.mini, self.bundled, self.path)) != 1:
-            raise ValueError("a suite needs exactly one of `mini: NAME`, `bundled: NAME` or `path: FILE.jsonl`")
+        # `hub` + `path` is one source: a hub suite read from a local copy in the hub's own format.
+        sources = (self.mini, self.bundled, self.hub if self.hub is not None else self.path)
+        if sum(x is not None for x in sources) != 1:
+            raise ValueError("a suite needs exactly one of `mini: NAME`, `bundled: NAME`, `hub: NAME` (optionally "
+                             "with `path:` to a local copy) or `path: FILE.jsonl`")
         if self.preset is not None:
             from lorasafe.generation.presets import PRESETS
 
@@ -104,6 +108,8 @@ class SuiteRef(Strict):
             return f"mini-{self.mini}"
         if self.bundled is not None:
             return self.bundled
+        if self.hub is not None:
+            return self.hub
         from pathlib import Path
 
         return Path(self.path).stem

@@ -18,11 +18,15 @@ Column mappings (hub id, config, split: columns read):
   gpqa-diamond        Idavidrein/gpqa, gpqa_diamond, train: Question, Correct Answer, Incorrect Answer 1-3
   mbpp                google-research-datasets/mbpp, sanitized, test: prompt (or `text`, the full config),
                       test_list, code (+ task_id, test_imports)
+Column names are as I know them from the hub cards; none could be checked from this machine (no hub
+access). natolambert/xstest-v2-copy carries the same prompt/type/focus/note columns; walledai's copy
+was chosen for its single `test` split and its explicit safe/unsafe `label`.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import csv
 import json
 import random
@@ -98,8 +102,9 @@ def _plain(prompt_col: str, answer_col: str | None = None) -> Callable[[Row, int
     def convert(row: Row, index: int, suite: HubSuite, ctx: Context) -> Item:
         answer = _text(row[answer_col]) if answer_col else None
         used = (prompt_col, answer_col) if answer_col else (prompt_col,)
-        return Item(id=_item_id(suite, row, index), prompt=_text(row[prompt_col]), kind=suite.kind,  # type: ignore[arg-type]
-                    answer=answer, meta={"source_index": index, **_extras(row, used)})
+        meta = {"source_index": index, **_extras(row, used)}
+        return Item(id=_item_id(suite, row, index), prompt=_text(row[prompt_col]),
+                    kind=suite.kind, answer=answer, meta=meta)  # type: ignore[arg-type]
 
     return convert
 
@@ -150,16 +155,21 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in (value or [])]
 
 
-def _entry_point(tests: list[str]) -> str | None:
+def _entry_point(tests: list[str], code: str) -> str | None:
+    """The function the tests call: one the reference code defines, else the first non-builtin call."""
+    called: list[str] = []
     for test in tests:
         try:
-            tree = ast.parse(test)
+            nodes = sorted((n for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Call)),
+                           key=lambda n: (n.lineno, n.col_offset))
         except SyntaxError:
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                return node.func.id
-    return None
+        called += [n.func.id for n in nodes if isinstance(n.func, ast.Name)]
+    try:
+        defined = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    except SyntaxError:
+        defined = set()
+    return next((c for c in called if c in defined), next((c for c in called if not hasattr(builtins, c)), None))
 
 
 def _mbpp(row: Row, index: int, suite: HubSuite, ctx: Context) -> Item:
@@ -169,7 +179,8 @@ def _mbpp(row: Row, index: int, suite: HubSuite, ctx: Context) -> Item:
     # HumanEval-shaped fields so `scoring.code.build_program` can run the asserts unchanged.
     check = "\n".join(imports + ["", "def check(candidate):"] + [f"    {t}" for t in tests] + ["    pass"])
     meta = {"source_index": index, "test_list": tests, "test_imports": imports, "test": check,
-            "entry_point": _entry_point(tests), **_extras(row, ("prompt", "text", "test_list", "test_imports"))}
+            "entry_point": _entry_point(tests, _text(row["code"])),
+            **_extras(row, ("prompt", "text", "test_list", "test_imports"))}
     return Item(id=_item_id(suite, row, index), prompt=prompt, kind="reasoning", meta=meta)
 
 

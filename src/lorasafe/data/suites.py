@@ -30,6 +30,15 @@ def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0) -> list[I
         from lorasafe.data.bundled import load_bundled
 
         items = load_bundled(ref.bundled)
+    elif ref.hub is not None:
+        from lorasafe.data.hub import load_hub_suite
+        from lorasafe.errors import DataError
+
+        try:
+            items = load_hub_suite(ref.hub, local_path=ref.path, seed=world_seed, think=think_format(think),
+                                   refusal_thinking=think.refusal_thinking)
+        except ImportError as e:  # the hub extra is optional; say how to get it, without a traceback
+            raise DataError(f"Suite {ref.hub!r} needs an optional package: {e}") from None
     else:
         items = load_items(ref.path)
     return items[: ref.limit] if ref.limit else items

