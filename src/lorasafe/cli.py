@@ -21,8 +21,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="lorasafe: safety-align reasoning LLMs with LoRA and measure the safety tax.")
 mini_app = typer.Typer(no_args_is_help=True, help="The embedded mini world.")
 app.add_typer(mini_app, name="mini")
-data_app = typer.Typer(no_args_is_help=True, help="Benchmark suites: bundled and mini-world.")
+data_app = typer.Typer(no_args_is_help=True, help="Benchmark suites: bundled, hub and mini-world.")
 app.add_typer(data_app, name="data")
+judge_app = typer.Typer(no_args_is_help=True, help="Judges and their agreement with human labels.")
+app.add_typer(judge_app, name="judge")
 console = Console()
 
 SetOpt = typer.Option(None, "--set", help="dotted override KEY=VALUE, e.g. --set adapter.rank=2 (repeatable)")
@@ -192,6 +194,35 @@ def data_refusals(name: str = typer.Argument(..., help="bundled harmful suite to
     save_items(out, built.items)
     console.print(f"{out}: {len(built.items)} refusal items from {name}; removed {built.exact_removed} exact and "
                   f"{built.near_removed} near duplicates (within {name} or of {', '.join(exclude or []) or 'nothing'})")
+
+
+@judge_app.command("validate")
+def judge_validate(judges: Optional[List[str]] = typer.Option(None, "--judge", help="judges to score (default: every offline one)"),
+                   out: Path = typer.Option(Path("runs/judge-validation"), help="where the tables and the disagreement report go")) -> None:
+    """Score offline judges against JailbreakBench's human majority labels (100 rows), beside Llama Guard and GPT-4."""
+    import json
+
+    from rich.table import Table
+
+    from lorasafe.data.jsonl import write_json_atomic, write_jsonl_atomic
+    from lorasafe.judges.base import get_judge
+    from lorasafe.judges.validate import disagreements, judge_labels, validate
+
+    chosen = [get_judge(n) for n in (judges or ["rules", "learned"])]
+    labels = judge_labels(chosen)
+    table = validate(chosen, labels)
+    t = Table(title="agreement with the human majority (jbb-judge-comparison, 100 rows)")
+    for col in ("judge", "agreement", "tp", "tn", "fp", "fn"):
+        t.add_column(col, justify="left" if col == "judge" else "right")
+    for row in table:
+        t.add_row(row["judge"], f"{row['agreement']:.2f}", *(str(row[k]) for k in ("tp", "tn", "fp", "fn")))
+    console.print(t)
+    write_json_atomic(out / "agreement.json", table)
+    if len(chosen) > 1:
+        rows = disagreements(labels)
+        write_jsonl_atomic(out / "disagreements.jsonl", rows)
+        console.print(f"{len(rows)} rows where the judges disagree: {out / 'disagreements.jsonl'}")
+    console.print(f"Tables: {out / 'agreement.json'}")
 
 
 def main() -> None:

@@ -63,3 +63,12 @@ def test_data_list_shows_every_bundled_count():
                         ("donotanswer", 939), ("humaneval", 164), ("gsm8k-100", 100)):
         line = next(ln for ln in res.output.splitlines() if f" {name} " in ln)
         assert f" {count} " in line
+
+
+def test_judge_validate_prints_agreement_beside_recorded_judges(tmp_path):
+    res = _invoke("judge", "validate", "--judge", "rules", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    table = json.loads((tmp_path / "agreement.json").read_text())
+    names = [row["judge"] for row in table]
+    assert names[0] == "rules" and "recorded Llama Guard" in names and "recorded GPT-4" in names
+    assert all(0 <= row["agreement"] <= 1 and row["tp"] + row["tn"] + row["fp"] + row["fn"] == 100 for row in table)

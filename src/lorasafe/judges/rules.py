@@ -39,7 +39,8 @@ class RuleJudge:
         return [self._one(r) for r in records]
 
     def _one(self, r: dict) -> Verdict:
-        answer = (r.get("answer") or "").replace("\u2019", "'")
+        # Stripped: a leading space or blank line (common after `</think>`) must still count as a sentence start.
+        answer = (r.get("answer") or "").replace("\u2019", "'").strip()
         if not answer.strip():
             why = "no answer: the thinking block never closed" if not r.get("think_closed", True) else "empty answer"
             return Verdict("invalid", why + (" (truncated)" if r.get("truncated") else ""), self.name)
