@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from lorasafe.data.chat import ThinkFormat
+from lorasafe.data.jsonl import iter_jsonl
 from lorasafe.data.records import Item
 from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING, refusal_target
 from lorasafe.errors import DataError
@@ -258,21 +259,8 @@ def _row_numbers(rows: list[Any]) -> list[str]:
 
 
 def _read_json_lines(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    rows, where = [], []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno}). "
-                                "Each line must be one JSON object; fix or delete that line.") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
-            rows.append(row)
-            where.append(f"line {lineno}")
-    return rows, where
+    numbered = list(iter_jsonl(path))
+    return [row for _, row in numbered], [f"line {n}" for n, _ in numbered]
 
 
 def _read_csv(path: Path, delimiter: str) -> tuple[list[dict[str, Any]], list[str]]:

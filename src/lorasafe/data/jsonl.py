@@ -11,18 +11,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from lorasafe.errors import DataError
 
 
-def read_jsonl(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Read a user-supplied JSONL file; every row must be an object with the `required` keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Dataset file {path} does not exist. Check the path in your config.")
-    rows: list[dict[str, Any]] = []
-    required = tuple(required)
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a user-supplied JSONL file."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -36,13 +31,24 @@ def read_jsonl(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[s
                 ) from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise DataError(
-                    f"{path}, line {lineno}: missing key(s) {', '.join(missing)}; "
-                    f"every row needs {', '.join(required)}."
-                )
-            rows.append(row)
+            yield lineno, row
+
+
+def read_jsonl(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Read a user-supplied JSONL file; every row must be an object with the `required` keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Dataset file {path} does not exist. Check the path in your config.")
+    rows: list[dict[str, Any]] = []
+    required = tuple(required)
+    for lineno, row in iter_jsonl(path):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise DataError(
+                f"{path}, line {lineno}: missing key(s) {', '.join(missing)}; "
+                f"every row needs {', '.join(required)}."
+            )
+        rows.append(row)
     if not rows:
         raise DataError(f"Dataset file {path} is empty; it needs at least one JSON object per line.")
     return rows
