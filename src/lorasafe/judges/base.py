@@ -21,6 +21,14 @@ class Verdict:
     judge: str
 
 
+def no_answer(record: dict, judge: str) -> Verdict | None:
+    """The `invalid` verdict for a record with no answer to judge (thinking never closed, or empty)."""
+    if (record.get("answer") or "").strip():
+        return None
+    why = "no answer: the thinking block never closed" if not record.get("think_closed", True) else "empty answer"
+    return Verdict("invalid", why + (" (truncated)" if record.get("truncated") else ""), judge)
+
+
 class Judge(Protocol):
     name: str
 

