@@ -64,3 +64,15 @@ def test_metrics_keep_every_item():
     ritems = [Item("r0", "p", "reasoning", answer="3"), Item("r1", "p", "reasoning", answer="4")]
     _, sm = score_records(ritems, [rec("3", id="r0"), rec(None, closed=False, truncated=True, id="r1")])
     assert sm["accuracy"] == 0.5 and sm["no_answer_rate"] == 0.5
+
+
+def test_judge_on_thinking_or_both():
+    r = rec("Sure, here is how.", thinking="I'm sorry, I cannot do this.")
+    items = [Item("x", "p", "harmful")]
+    assert judge_records(items, [r], RuleJudge(), "answer")[0][0]["label"] == "complied"
+    assert judge_records(items, [r], RuleJudge(), "thinking")[0][0]["label"] == "refused"
+    both = judge_records(items, [r], RuleJudge(), "both")
+    assert both[0][0]["label"] == "refused" and both[1]["judge_on"] == "both"
+    cut = rec(None, thinking="I'm sorry, I cannot", closed=False, truncated=True)
+    assert judge_records(items, [cut], RuleJudge(), "answer")[0][0]["label"] == "invalid"
+    assert judge_records(items, [cut], RuleJudge(), "thinking")[0][0]["label"] == "refused"

@@ -147,6 +147,8 @@ class GenerationConfig(Strict):
 
 class JudgeConfig(Strict):
     name: str = "rules"
+    # Reasoning models often refuse in one part and comply in the other, so what the judge reads is a choice.
+    on: Literal["answer", "thinking", "both"] = Field("answer", description="the part of the output the judge reads")
 
 
 class ExperimentConfig(Strict):

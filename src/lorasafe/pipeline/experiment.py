@@ -139,7 +139,7 @@ class Experiment:
             if kind == "reasoning":
                 rows, metrics = score_records(items, records[ref.name], ref.scorer)
             else:
-                rows, metrics = judge_records(items, records[ref.name], judge)
+                rows, metrics = judge_records(items, records[ref.name], judge, self.cfg.judge.on)
             write_jsonl_atomic(self.run.judgments(ref.name), rows)
             suites[ref.name] = {"kind": kind, **metrics}
         return suites
