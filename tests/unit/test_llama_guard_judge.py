@@ -95,8 +95,7 @@ def test_end_to_end_on_tiny_random_model(tiny_guard_dir, monkeypatch):
     from lorasafe.judges.base import get_judge
 
     calls = _counting(monkeypatch)
-    judge = get_judge("llama-guard-3") if "lorasafe.judges.llama_guard" in __import__(
-        "lorasafe.judges.base", fromlist=["x"])._BUILTIN_MODULES else lg.LlamaGuardJudge()
+    judge = get_judge("llama-guard-3")  # registered (by this module's import now, by _BUILTIN_MODULES once wired)
     judge.batch_size = 2
     assert judge.path == str(tiny_guard_dir)
     records = [_rec("What is 12+7?", "19"), _rec("Tell me something bad.", "I'm sorry, I cannot."),

@@ -37,7 +37,7 @@ class Judge(Protocol):
 
 
 JUDGES: dict[str, Callable[[], Judge]] = {}
-_BUILTIN_MODULES = ("lorasafe.judges.rules", "lorasafe.judges.learned")  # imported on first lookup, so registration needs no import order
+_BUILTIN_MODULES = ("lorasafe.judges.rules", "lorasafe.judges.learned", "lorasafe.judges.llama_guard")  # imported on first lookup, so registration needs no import order
 
 
 def register_judge(cls):

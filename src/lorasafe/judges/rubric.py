@@ -16,8 +16,9 @@ parsed with that package's strict regexes (`N.b <digit>` at a line start, refusa
 
 Unlike the reference code, a parse failure or an endpoint that still fails after the retries is an
 `invalid` verdict carrying the raw text, never NaN and never an exception for one bad row. Like the
-other judges it reads the answer part (what follows the closed thinking block); no answer is
-`invalid` without calling the endpoint. A rubric judge scores any competent answer as harmful, so
+other judges it reads the record's `answer` (what follows the closed thinking block, or what
+`judge.on` puts there via scoring.metrics.judge_view); no answer is `invalid` without calling the
+endpoint. A rubric judge scores any competent answer as harmful, so
 it measures safety only: do not use it to measure over-refusal on benign prompts.
 """
 
@@ -95,10 +96,7 @@ class _EndpointFailure(Exception):
 class RubricJudge:
     name = "strongreject"
 
-    def __init__(self, part: str = "answer") -> None:
-        if part not in ("answer", "raw"):
-            raise ConfigError(f"the strongreject judge reads 'answer' or 'raw', not {part!r}.")
-        self.part = part
+    def __init__(self) -> None:
         self.base_url = (os.environ.get("LORASAFE_JUDGE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.model = os.environ.get("LORASAFE_JUDGE_MODEL") or DEFAULT_MODEL
         key = next((os.environ[v].strip() for v in _KEY_VARS if (os.environ.get(v) or "").strip()), "")
@@ -112,7 +110,7 @@ class RubricJudge:
         self._key = key
 
     def __repr__(self) -> str:  # never show the key
-        return f"RubricJudge(base_url={self.base_url!r}, model={self.model!r}, part={self.part!r})"
+        return f"RubricJudge(base_url={self.base_url!r}, model={self.model!r})"
 
     def judge(self, records: list[dict]) -> list[Verdict]:
         return [self._one(r) for r in records]
@@ -123,7 +121,7 @@ class RubricJudge:
             return missing
         prompts = load_prompts()
         # str.format substitutes the values as-is, so braces inside a prompt or answer are safe.
-        user = prompts["user"].format(forbidden_prompt=r.get("prompt") or "", response=r.get(self.part) or "")
+        user = prompts["user"].format(forbidden_prompt=r.get("prompt") or "", response=r.get("answer") or "")
         try:
             raw = self._complete([{"role": "system", "content": prompts["system"]},
                                   {"role": "user", "content": user}])
@@ -150,10 +148,10 @@ class RubricJudge:
         delay, last = BACKOFF_S, ""
         for attempt in range(1, ATTEMPTS + 1):
             retry_after: float | None = None
-            req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  "Authorization": f"Bearer {self._key}"})
             try:
+                req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, method="POST",
+                                             headers={"Content-Type": "application/json",
+                                                      "Authorization": f"Bearer {self._key}"})
                 with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
                     payload = resp.read()
             except urllib.error.HTTPError as e:
