@@ -37,7 +37,8 @@ class Judge(Protocol):
 
 
 JUDGES: dict[str, Callable[[], Judge]] = {}
-_BUILTIN_MODULES = ("lorasafe.judges.rules", "lorasafe.judges.learned", "lorasafe.judges.llama_guard")  # imported on first lookup, so registration needs no import order
+_BUILTIN_MODULES = ("lorasafe.judges.rules", "lorasafe.judges.learned", "lorasafe.judges.llama_guard",
+                    "lorasafe.judges.rubric")  # imported on first lookup, so registration needs no import order
 
 
 def register_judge(cls):
