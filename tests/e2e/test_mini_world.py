@@ -89,3 +89,21 @@ def test_training_prompts_that_duplicate_eval_prompts_are_removed_and_reported(t
     exp.train()
     marker = json.loads((tmp_path / "run" / "stages" / "train.json").read_text())
     assert marker["duplicates_removed"] == {"exact": 1, "near": 0} and marker["examples"] == 2
+
+
+def test_code_and_math_suites_run_through_the_pipeline(tmp_path):
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.pipeline.context import BaseContext
+    from lorasafe.pipeline.experiment import Experiment
+
+    cfg = load_config(ExperimentConfig, data={
+        "adapter": {"method": "none"},
+        "data": {"eval": [{"bundled": "humaneval", "limit": 2, "scorer": "code"},
+                          {"bundled": "gsm8k-100", "limit": 2, "scorer": "math"}]},
+        "generation": {"max_new_tokens": 16, "batch_size": 2}})
+    metrics = Experiment(cfg, tmp_path, BaseContext(cfg), log=lambda m: None, progress=False).run_all()
+    for suite in ("humaneval", "gsm8k-100"):
+        m = metrics["suites"][suite]
+        assert m["n"] == 2 and 0 <= m["accuracy"] <= 1 and m["scorer"] in ("code", "math")
+    rows = [json.loads(x) for x in (tmp_path / "judgments" / "humaneval.jsonl").read_text().splitlines()]
+    assert {r["outcome"] for r in rows} <= {"correct", "wrong", "no_answer"}

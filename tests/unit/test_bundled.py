@@ -85,7 +85,7 @@ def test_judge_eval_rows_keep_labels():
     assert {r["meta"]["human_score"] for r in refusal} == {0, 1}
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in BUNDLED.items() if s.kind in ROW_KINDS))
+@pytest.mark.parametrize("name", sorted(n for n, s in BUNDLED.items() if s.kind == "judge-eval"))
 def test_load_bundled_points_row_kinds_to_load_bundled_rows(name):
     with pytest.raises(DataError, match="load_bundled_rows"):
         load_bundled(name)

@@ -86,7 +86,7 @@ class SuiteRef(Strict):
     path: str | None = None
     limit: PositiveInt | None = None
     preset: str | None = Field(None, description="sampling preset for this suite (paper-safety, paper-reasoning, greedy)")
-    scorer: Literal["exact", "math", "choice"] = Field("exact", description="answer scorer for reasoning suites")
+    scorer: Literal["exact", "math", "choice", "code"] = Field("exact", description="answer scorer for reasoning suites")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SuiteRef":

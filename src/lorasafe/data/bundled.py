@@ -134,8 +134,12 @@ def load_bundled_rows(name: str) -> list[dict[str, Any]]:
 
 
 def load_bundled(name: str) -> list[Item]:
-    """Items of a bundled harmful, benign or reasoning suite; other kinds go through `load_bundled_rows`."""
+    """Items of a bundled harmful, benign, reasoning or reasoning-code suite; judge-eval rows go through
+    `load_bundled_rows`. A code problem is a reasoning item whose tests sit in `meta` (score it with
+    `scorer: code`)."""
     spec = _lookup(name)
+    if spec.kind == "reasoning-code":
+        return [Item(id=r["id"], prompt=r["prompt"], kind="reasoning", meta=_meta(r)) for r in load_bundled_rows(name)]
     if spec.kind not in KINDS:
         raise DataError(
             f"Bundled suite {name!r} has kind {spec.kind!r}, which is not an item kind ({', '.join(KINDS)}), so it "

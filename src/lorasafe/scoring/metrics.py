@@ -71,18 +71,30 @@ def get_scorer(name: str):
         from lorasafe.scoring.choice import ChoiceScorer
 
         return ChoiceScorer()
+    if name == "code":
+        from lorasafe.scoring.code import CodeScorer
+
+        return CodeScorer()
     raise ValueError(f"unknown scorer {name!r}")
+
+
+def _reference(item: Item, scorer_name: str):
+    """What a scorer compares against: the gold answer, or for code the problem with its tests."""
+    if scorer_name == "code":
+        return {"prompt": item.prompt, **item.meta}
+    return item.answer or ""
 
 
 def score_records(items: list[Item], records: list[dict], scorer_name: str = "exact") -> tuple[list[dict], dict]:
     """Score reasoning records against each item's gold answer with the named scorer."""
-    gold = {it.id: it.answer for it in items}
+    by_id = {it.id: it for it in items}
     scorer = get_scorer(scorer_name)
     rows = []
     for r in records:
-        s = scorer.score(r, gold[r["id"]] or "")
+        item = by_id[r["id"]]
+        s = scorer.score(r, _reference(item, scorer_name))
         rows.append({"id": r["id"], "sample": r["sample"], "outcome": s.outcome, "extracted": s.extracted,
-                     "gold": gold[r["id"]]})
+                     "gold": item.answer, **({"sandbox": s.sandbox} if hasattr(s, "sandbox") else {})})
     n = len(rows)
     metrics = {"n": n, "scorer": scorer.name, "accuracy": _rate(sum(x["outcome"] == "correct" for x in rows), n),
                "no_answer_rate": _rate(sum(x["outcome"] == "no_answer" for x in rows), n),
