@@ -2,9 +2,9 @@
 
 Owns the list of bundled files (name, file, kind, licence, source, sha256, row count, required
 columns) and their two loaders: `load_bundled` gives `Item`s for the item kinds (harmful, benign,
-reasoning); `load_bundled_rows` gives the raw JSONL rows of any suite, and is the only way to read
-suites whose rows are not prompts to answer (judge-eval: labelled responses; reasoning-code:
-HumanEval problems with tests). Each file's provenance and licence text sit beside it in
+reasoning) and for reasoning-code (HumanEval: reasoning items whose tests sit in `meta`);
+`load_bundled_rows` gives the raw JSONL rows of any suite, and is the only way to read judge-eval
+suites (labelled responses, not prompts to answer). Each file's provenance and licence text sit beside it in
 `bundled/LICENSE-<name>.txt`. Must not import torch.
 
 Row format: `id` and `prompt` at top level, `answer` for reasoning suites, everything else under
@@ -25,7 +25,7 @@ from lorasafe.errors import DataError
 if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+
     from importlib.resources.abc import Traversable
 
-ROW_KINDS: tuple[str, ...] = ("judge-eval", "reasoning-code")  # loadable only as raw rows
+ROW_KINDS: tuple[str, ...] = ("judge-eval", "reasoning-code")  # kinds that are not item kinds
 
 
 @dataclass(frozen=True)

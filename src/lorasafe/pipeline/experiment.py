@@ -8,6 +8,7 @@ generation from its JSONL), so a killed run picks up where it stopped.
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +49,9 @@ class Experiment:
                                           "total_params": self.plan.total_params},
                                  chat=ctx.renderer.describe())
 
+    @cached_property
     def eval_suites(self) -> list[tuple[SuiteRef, list[Item], str]]:
+        """(ref, items, kind) of every eval suite, loaded once: training, generation and scoring all read them."""
         out = []
         for ref in self.cfg.data.eval:
             items = load_suite(ref, self.cfg.think, self.cfg.data.world_seed)
@@ -73,7 +76,7 @@ class Experiment:
         items = [it for ref in self.cfg.data.train for it in load_suite(ref, self.cfg.think, self.cfg.data.world_seed)]
         sources = ", ".join(r.name for r in self.cfg.data.train)
         # Training prompts that (nearly) duplicate an evaluation prompt of this run would leak it.
-        clean = decontaminate(items, [it for _, suite, _ in self.eval_suites() for it in suite])
+        clean = decontaminate(items, [it for _, suite, _ in self.eval_suites for it in suite])
         removed = {"exact": clean.exact_removed, "near": clean.near_removed}
         if clean.exact_removed or clean.near_removed:
             self.log(f"{self.cfg.name}: removed {clean.exact_removed} exact and {clean.near_removed} near duplicates "
@@ -103,7 +106,7 @@ class Experiment:
         from lorasafe.data.jsonl import read_store
         from lorasafe.generation.store import ordered
 
-        suites = self.eval_suites()
+        suites = self.eval_suites
         out = {ref.name: ordered(read_store(self.run.generations(ref.name)), items, self.sampling(ref)[1])
                for ref, items, _ in suites if self.run.stage_done(f"generate-{ref.name}")}
         todo = [(ref, items) for ref, items, _ in suites if ref.name not in out]
@@ -135,7 +138,7 @@ class Experiment:
     def evaluate(self, records: dict[str, list[dict]]) -> dict[str, Any]:
         judge = get_judge(self.cfg.judge.name)
         suites = {}
-        for ref, items, kind in self.eval_suites():
+        for ref, items, kind in self.eval_suites:
             if kind == "reasoning":
                 rows, metrics = score_records(items, records[ref.name], ref.scorer)
             else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from lorasafe.data.records import Item
 from lorasafe.judges.base import Judge
-from lorasafe.scoring.exact import ExactMatchScorer
 from lorasafe.scoring.stats import mean_ci95
 
 
@@ -59,23 +58,21 @@ def _per_seed(rows: list[dict], name: str, metric) -> dict:
     return {f"{name}_per_seed": values, f"{name}_mean": mean, f"{name}_ci95": half}
 
 
+# name -> (module, class): imported on use, so math-verify and the sandbox load only when a suite needs them
+_SCORERS = {"exact": ("lorasafe.scoring.exact", "ExactMatchScorer"),
+            "math": ("lorasafe.scoring.math_answer", "MathScorer"),
+            "choice": ("lorasafe.scoring.choice", "ChoiceScorer"),
+            "code": ("lorasafe.scoring.code", "CodeScorer")}
+
+
 def get_scorer(name: str):
-    """Answer scorers by name: exact match, math equivalence (math-verify), multiple-choice letter."""
-    if name == "exact":
-        return ExactMatchScorer()
-    if name == "math":
-        from lorasafe.scoring.math_answer import MathScorer
+    """Answer scorers by name: exact match, math equivalence (math-verify), multiple-choice letter, code."""
+    import importlib
 
-        return MathScorer()
-    if name == "choice":
-        from lorasafe.scoring.choice import ChoiceScorer
-
-        return ChoiceScorer()
-    if name == "code":
-        from lorasafe.scoring.code import CodeScorer
-
-        return CodeScorer()
-    raise ValueError(f"unknown scorer {name!r}")
+    if name not in _SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; known: {', '.join(_SCORERS)}")
+    module, cls = _SCORERS[name]
+    return getattr(importlib.import_module(module), cls)()
 
 
 def _reference(item: Item, scorer_name: str):

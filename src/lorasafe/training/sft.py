@@ -134,6 +134,7 @@ class SFTTrainer:
         import torch
 
         last_loss = None
+        device = next(self.model.parameters()).device
         while step < self.total_steps:
             epoch, pos = divmod(step, self.steps_per_epoch)
             groups = self._batches(epoch)
@@ -143,7 +144,6 @@ class SFTTrainer:
                 torch.manual_seed(hash((self.seed, step)) & 0x7FFFFFFF)  # dropout, identical on resume
                 optimizer.zero_grad(set_to_none=True)
                 total = 0.0
-                device = next(self.model.parameters()).device
                 for micro in group:
                     batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
                     loss = self.model(**batch).loss / len(group)
