@@ -120,6 +120,45 @@ def targets(config: Path = typer.Argument(..., help="experiment YAML"),
     console.print(f"trainable parameters: {plan.trainable_params:,} of {plan.total_params:,} ({pct:.4f}%)")
 
 
+@app.command()
+def analyze(run: Path = typer.Argument(..., help="a finished run directory (or a study's variants/<label>)"),
+            k: str = typer.Option("1,8,32", help="comma-separated subspace sizes k for the overlaps")) -> None:
+    """Weight geometry of a run's update: norms, stable rank, overlap with W0's top-k subspaces, CSV + plots."""
+    from lorasafe.errors import ConfigError
+    from lorasafe.pipeline.analysis import analyze_run
+
+    try:
+        ks = tuple(int(x) for x in k.split(","))
+    except ValueError:
+        raise ConfigError(f"--k takes comma-separated integers such as 1,8,32, got {k!r}") from None
+    analyze_run(run, ks, log=_log)
+
+
+@app.command()
+def merge(run: Path = typer.Argument(..., help="a finished LoRA run directory"),
+          out: Path = typer.Option(..., help="directory for the merged model (must not exist or be empty)"),
+          project_out: Optional[int] = typer.Option(None, "--project-out", help="remove ΔW's part in W0's top-k singular subspace"),
+          side: str = typer.Option("left", help="which subspace: left (columns), right (rows) or both")) -> None:
+    """Merge a LoRA run into a standard model (safetensors + tokenizer), optionally projected away from W0."""
+    from lorasafe.models.merge import merge_run
+
+    merge_run(run, out, project_out, side, log=_log)  # type: ignore[arg-type]
+
+
+@app.command()
+def theory(config: Optional[Path] = typer.Option(None, help="theory YAML (default: the built-in setup)"),
+           out: Path = typer.Option(Path("runs/theory"), help="where theory.csv, fit.json and theory.png go"),
+           set_: Optional[List[str]] = SetOpt) -> None:
+    """Simulate rank overshoot vs the base task's intrinsic dimension and fit the relation."""
+    from lorasafe.config.loader import load_config
+    from lorasafe.theory import TheoryConfig, run_theory, verdict
+
+    cfg = load_config(TheoryConfig, config, set_ or [])
+    result = run_theory(cfg, out, log=_log)
+    console.print(verdict(result))
+    console.print(f"Plot: {out / 'theory.png'}  Data: {out / 'theory.csv'}  Fit: {out / 'fit.json'}")
+
+
 @mini_app.command("build")
 def mini_build(out: Path = typer.Option(None, help="model directory (default: the packaged model's place)"),
                work: Path = typer.Option(Path("runs/mini-build"), help="training checkpoints (a rerun resumes)"),

@@ -121,6 +121,32 @@ class DataConfig(Strict):
     world_seed: int = 0
 
 
+class RegulariserConfig(Strict):
+    """A loss term added by the trainer (training/regularisers.py), LoRA runs only.
+
+    `orthogonality` penalises the part of each LoRA update ΔW inside its base weight's top-k singular
+    subspace: `side` column = ‖U_kᵀΔW‖², row = ‖ΔW V_k‖², both = their sum; `weighting`
+    singular_value scales direction i by σ_i/σ_1; `normalise` divides by ‖ΔW‖_F². Each module gets
+    its own k: the fixed `k` (larger than a module's smaller dimension is an error) or, with `energy`,
+    the smallest k whose singular values hold that fraction of ‖W0‖_F². Set exactly one of the two.
+    """
+
+    name: Literal["orthogonality"] = "orthogonality"
+    beta: PositiveFloat = 1.0
+    k: PositiveInt | None = Field(None, description="the same subspace size for every module")
+    energy: float | None = Field(None, gt=0.0, le=1.0, description="per-module k: the share of ‖W0‖_F² to cover")
+    side: Literal["column", "row", "both"] = "column"
+    weighting: Literal["uniform", "singular_value"] = "uniform"
+    normalise: bool = False
+
+    @model_validator(mode="after")
+    def _one_k(self) -> "RegulariserConfig":
+        if (self.k is None) == (self.energy is None):
+            raise ValueError("set exactly one of k (a fixed subspace size, e.g. k: 8) or energy (a per-module "
+                             "share of ‖W0‖_F², e.g. energy: 0.5)")
+        return self
+
+
 class TrainingConfig(Strict):
     learning_rate: PositiveFloat = 5e-5
     epochs: PositiveInt = 5
@@ -134,6 +160,7 @@ class TrainingConfig(Strict):
     save_every_steps: PositiveInt | None = Field(None, description="None = a checkpoint at the end of every epoch")
     max_length: PositiveInt = 2048
     group_by_length: bool = Field(False, description="batch similar lengths together (less padding)")
+    regulariser: RegulariserConfig | None = Field(None, description="an extra loss term (LoRA runs only)")
 
 
 class GenerationConfig(Strict):
@@ -161,6 +188,13 @@ class ExperimentConfig(Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @model_validator(mode="after")
+    def _regulariser_needs_lora(self) -> "ExperimentConfig":
+        if self.training.regulariser is not None and self.adapter.method != "lora":
+            raise ValueError(f"training.regulariser works on LoRA updates, but adapter.method is "
+                             f"{self.adapter.method!r}; set adapter.method: lora or remove training.regulariser")
+        return self
 
 
 class Variant(Strict):

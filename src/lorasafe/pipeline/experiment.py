@@ -87,9 +87,12 @@ class Experiment:
 
         torch.manual_seed(self.cfg.seed)  # LoRA initialisation
         model = method.prepare(load_model(self.cfg.model), self.cfg.adapter, self.plan)
+        from lorasafe.training.regularisers import build_regulariser
+
+        regulariser = build_regulariser(model, self.cfg.training.regulariser)
         trainer = SFTTrainer(model, method, examples, self.cfg.training, self.run.train_dir,
                              pad_id=self.ctx.tokenizer.pad_token_id, seed=self.cfg.seed, progress=self.progress,
-                             desc=f"{self.cfg.name}: train")
+                             desc=f"{self.cfg.name}: train", regulariser=regulariser)
         result = trainer.train()
         if result.resumed_from:
             self.log(f"{self.cfg.name}: training resumed from step {result.resumed_from}")
@@ -98,7 +101,8 @@ class Experiment:
         self.run.mark_done("train", weights=f"{rel[-1]}/weights", steps=result.steps, examples=len(examples),
                            duplicates_removed=removed,
                            final_loss=result.final_loss, wall_s=round(result.wall_s, 2),
-                           resumed_from=result.resumed_from, checkpoints=rel)
+                           resumed_from=result.resumed_from, checkpoints=rel,
+                           **({"regulariser_k": regulariser.ks()} if regulariser is not None else {}))
         return self.run.path / rel[-1] / "weights"
 
     def generate(self, weights: Path | None) -> dict[str, list[dict]]:
@@ -190,6 +194,7 @@ def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
         "learning_rate": exp.cfg.training.learning_rate if exp.plan.method != "none" else None,
         "total_params": exp.plan.total_params,
         "safety": _mean([m["safety"] for m in harmful]),
+        "safety_by_suite": {k: m["safety"] for k, m in suites.items() if m["kind"] == "harmful"},
         # The seed interval is shown when one suite defines the headline number.
         "safety_ci95": harmful[0].get("safety_ci95") if len(harmful) == 1 else None,
         "reasoning_ci95": reasoning[0].get("accuracy_ci95") if len(reasoning) == 1 else None,

@@ -1,5 +1,7 @@
 """The study's results table: one row per variant, as printed and as written to Markdown.
 
+When a study evaluates more than one harmful suite, the headline `safety` (their mean) is followed
+by one `safety <suite>` column per suite, so a number on a real benchmark is never averaged away.
 Must not import torch or matplotlib.
 """
 
@@ -29,19 +31,36 @@ def fmt(key: str, value: Any) -> str:
     return str(value)
 
 
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """COLUMNS, with a per-suite safety column after `safety` when the rows carry several harmful suites."""
+    suites = list(dict.fromkeys(s for r in rows for s in r.get("safety_by_suite", {})))
+    if len(suites) < 2:
+        return list(COLUMNS)
+    at = [k for _, k in COLUMNS].index("safety") + 1
+    return [*COLUMNS[:at], *((f"safety {s}", f"safety_by_suite.{s}") for s in suites), *COLUMNS[at:]]
+
+
+def value(row: dict[str, Any], key: str) -> Any:
+    """row[key], where `a.b` reads row[a][b] (the per-suite columns)."""
+    head, _, tail = key.partition(".")
+    return row.get(head, {}).get(tail) if tail else row.get(key)
+
+
 def cell(row: dict[str, Any], key: str) -> str:
-    text = fmt(key, row.get(key))
+    text = fmt(key, value(row, key))
     half = row.get(f"{key}_ci95")
     return f"{text} ± {half:.3f}" if half is not None else text  # mean ± 95% interval over seeds
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    return [[cell(r, k) for _, k in COLUMNS] for r in rows]
+    cols = columns(rows)
+    return [[cell(r, k) for _, k in cols] for r in rows]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(h for h, _ in COLUMNS) + " |"
-    sep = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|"
+    cols = columns(rows)
+    head = "| " + " | ".join(h for h, _ in cols) + " |"
+    sep = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(cols))) + "|"
     body = ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
     return "\n".join([head, sep, *body])
 
@@ -50,7 +69,7 @@ def rich_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
     t = Table(title=title)
-    for i, (h, _) in enumerate(COLUMNS):
+    for i, (h, _) in enumerate(columns(rows)):
         t.add_column(h, justify="left" if i < 2 else "right")
     for cells in table_rows(rows):
         t.add_row(*cells)

@@ -52,10 +52,11 @@ class SFTTrainer:
 
     def __init__(self, model: Any, method: Method, examples: list[Example], cfg: TrainingConfig,
                  out_dir: Path, *, pad_id: int, seed: int = 0, progress: bool = True, desc: str = "train",
-                 on_step: Callable[[int, float], None] | None = None):
+                 on_step: Callable[[int, float], None] | None = None, regulariser: Any = None):
         self.model, self.method, self.examples, self.cfg = model, method, examples, cfg
         self.out_dir, self.pad_id, self.seed, self.progress, self.desc = Path(out_dir), pad_id, seed, progress, desc
         self.on_step = on_step  # called after every optimiser step (and its checkpoint), e.g. for logging
+        self.regulariser = regulariser  # training/regularisers.py: a loss term, logged as `penalty`
         self.ckpt_root = self.out_dir / "checkpoints"
         per_step = cfg.batch_size * cfg.grad_accum
         self.steps_per_epoch = max(1, math.ceil(len(examples) / per_step))
@@ -157,6 +158,11 @@ class SFTTrainer:
                         )
                     loss.backward()
                     total += loss.item()
+                penalty = None
+                if self.regulariser is not None:  # once per optimiser step, on the weights being stepped
+                    pen = self.regulariser.penalty()
+                    pen.backward()
+                    penalty = pen.item()
                 if self.cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
                 optimizer.step()
@@ -164,10 +170,11 @@ class SFTTrainer:
                 step += 1
                 last_loss = total
                 if step % 10 == 0 or step in save_at:
-                    append_jsonl(log, [{"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}])
+                    entry = {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}
+                    append_jsonl(log, [entry if penalty is None else {**entry, "penalty": penalty}])
                 if bar:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{total:.4f}")
+                    bar.set_postfix(loss=f"{total:.4f}", **({} if penalty is None else {"penalty": f"{penalty:.3g}"}))
                 if step in save_at:
                     self._save(step, optimizer, scheduler, total)
                 if self.on_step:

@@ -1,0 +1,91 @@
+"""Plots of weight geometry by layer (PNG + the CSV behind each), for one run or several side by side.
+
+`stable_rank_plot`: stable rank of ΔW by layer, one line per module (the paper's Figure-1 view).
+`overlap_by_layer_plot`: per layer, the share of ‖ΔW‖_F² inside W0's top-k left singular subspace,
+summed over the layer's adapted modules (energy-weighted), one line per run, with the share a
+random update would have (k / out) for reference. matplotlib is imported here only.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("Geometry plots need matplotlib: pip install 'lorasafe[plot]'") from None
+    return plt
+
+
+def layer_overlap(rows: list[dict[str, Any]], k: int, side: str = "left") -> dict[int, tuple[float, float]]:
+    """layer -> (energy-weighted overlap at k, the random-update expectation k/out, energy-weighted)."""
+    num, den, rnd = defaultdict(float), defaultdict(float), defaultdict(float)
+    for r in rows:
+        e = r["fro"] ** 2
+        num[int(r["layer"])] += r[f"overlap_{side}@{k}"] * e
+        den[int(r["layer"])] += e
+        rnd[int(r["layer"])] += e * k / (r["out"] if side == "left" else r["in"])
+    return {layer: (num[layer] / den[layer], rnd[layer] / den[layer]) for layer in sorted(den) if den[layer] > 0}
+
+
+def stable_rank_plot(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
+    plt = _plt()
+    with open(path.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "layer", "module", "stable_rank"])
+        for label, rows in runs.items():
+            w.writerows([label, int(r["layer"]), r["module"], r["stable_rank"]] for r in rows)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 1.5, 3.8), dpi=120, squeeze=False, sharey=True)
+    for ax, (label, rows) in zip(axes[0], runs.items()):
+        by_module: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for r in rows:
+            by_module[r["module"]].append((int(r["layer"]), r["stable_rank"]))
+        for module, pts in by_module.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=module)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("stable rank ‖ΔW‖_F² / ‖ΔW‖_2²")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def overlap_by_layer_plot(runs: dict[str, list[dict[str, Any]]], path: Path, k: int, title: str) -> Path:
+    plt = _plt()
+    curves = {label: layer_overlap(rows, k) for label, rows in runs.items()}
+    with open(path.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "layer", f"overlap_left@{k}", "random_expectation"])
+        for label, curve in curves.items():
+            w.writerows([label, layer, o, rnd] for layer, (o, rnd) in curve.items())
+    fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=120)
+    for label, curve in curves.items():
+        layers = list(curve)
+        ax.plot(layers, [curve[x][0] for x in layers], marker="o", ms=4, label=label)
+    ref = [v[1] for c in curves.values() for v in c.values()]
+    if ref:
+        ax.axhline(sum(ref) / len(ref), color="gray", ls=":", lw=1, label=f"random update (k/out ≈ {sum(ref) / len(ref):.2f})")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"share of ‖ΔW‖_F² in W0's top-{k} left subspace")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
