@@ -56,13 +56,15 @@ def _run_study(study, out: Path, progress: bool, source: str) -> None:
     from lorasafe.data.jsonl import write_text_atomic
     from lorasafe.pipeline.study import run_study
     from lorasafe.reports.markdown import study_report
+    from lorasafe.reports.geometry_plot import study_geometry_plots
     from lorasafe.reports.plot import tradeoff_plot
     from lorasafe.reports.table import rich_table
 
     rows = run_study(study, out, log=_log, progress=progress, source=source)
     wall = json.loads((out / "metrics.json").read_text())["wall_s"]
     plot = tradeoff_plot(rows, out / "tradeoff.png", f"{study.name}: safety vs reasoning")
-    write_text_atomic(out / "report.md", study_report(study, rows, plot, wall))
+    geo = study_geometry_plots(study.name, rows, out)
+    write_text_atomic(out / "report.md", study_report(study, rows, plot, wall, geo))
     # A table this wide wraps unreadably at 80 columns (pipes, CI logs): print it at its natural width.
     Console(width=max(console.width, 160)).print(rich_table(rows, f"{study.name} ({wall:.0f} s)"))
     console.print(f"Report: {out / 'report.md'}  Plot: {plot}")

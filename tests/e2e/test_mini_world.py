@@ -22,6 +22,10 @@ STUDY = {
         {"label": "base", "set": {"adapter.method": "none"}},
         {"label": "full", "set": {"adapter.method": "full"}},
         {"label": "lora", "set": {"adapter.method": "lora", "adapter.modules": ["up"], "adapter.layers": "middle"}},
+        {"label": "lora-reg", "set": {"adapter.method": "lora", "adapter.modules": ["up"], "adapter.layers": "middle",
+                                      "training.regulariser": {"k": 4, "normalise": True}}},
+        {"label": "lora-merged", "merge": {"source": "lora"}},
+        {"label": "lora-merged-proj", "merge": {"source": "lora", "project_out": 4, "side": "both"}},
     ],
 }
 
@@ -33,7 +37,7 @@ def test_study_runs_end_to_end_and_resumes(tmp_path):
 
     study = load_config(StudyConfig, data=STUDY)
     rows = run_study(study, tmp_path, log=lambda m: None, progress=False)
-    assert [r["label"] for r in rows] == ["base", "full", "lora"]
+    assert [r["label"] for r in rows] == ["base", "full", "lora", "lora-reg", "lora-merged", "lora-merged-proj"]
     for r in rows:
         assert 0 <= r["safety"] <= 1 and 0 <= r["reasoning"] <= 1
     assert rows[0]["trainable_params"] == 0 and rows[2]["trainable_params"] < rows[1]["trainable_params"]
@@ -48,11 +52,32 @@ def test_study_runs_end_to_end_and_resumes(tmp_path):
     assert plot.stat().st_size > 1000
     assert "| lora |" in study_report(study, rows, plot, 1.0)
 
+    # Geometry for every trained variant; the merges are plain models evaluated like the base.
+    assert [bool(r.get("geometry")) for r in rows] == [False, True, True, True, False, False]
+    assert rows[2]["geometry"]["stable_rank_max"] <= 8 + 1e-9  # LoRA rank 8 by default
+    assert (tmp_path / "variants" / "lora" / "analysis" / "geometry.csv").is_file()
+    log = [json.loads(x) for x in (tmp_path / "variants/lora-reg/train/train_log.jsonl").read_text().splitlines()]
+    assert all("penalty" in e for e in log)
+    merged = tmp_path / "variants" / "lora-merged" / "merged"
+    assert (merged / "merge.json").is_file() and rows[4]["method"] == "none" and rows[4]["trainable_params"] == 0
+    same = [json.loads(x)["answer"] for x in (tmp_path / "variants/lora-merged/generations/mini-reasoning-eval.jsonl").read_text().splitlines()]
+    want = [json.loads(x)["answer"] for x in (v / "generations/mini-reasoning-eval.jsonl").read_text().splitlines()]
+    assert same == want  # a plain merge is the adapter's function (greedy decoding)
+    removed = json.loads((tmp_path / "variants/lora-merged-proj/merged/merge.json").read_text())["modules"]
+    assert all(0 < m["removed_share"] < 1 for m in removed)
+    from lorasafe.reports.geometry_plot import study_geometry_plots
+
+    geo = study_geometry_plots("e2e", rows, tmp_path)
+    assert [p.name for p in geo] == ["geometry_stable_rank.png", "geometry_overlap.png"]
+    assert "## Weight geometry" in study_report(study, rows, plot, 1.0, geo)
+
     # Rerun: every stage is finished, so nothing trains or generates again.
     marker = (v / "stages" / "train.json").stat().st_mtime_ns
+    merge_marker = (merged / "merge.json").stat().st_mtime_ns
     gens = (v / "generations/mini-harmful-eval.jsonl").read_text()
     rows2 = run_study(study, tmp_path, log=lambda m: None, progress=False)
     assert (v / "stages" / "train.json").stat().st_mtime_ns == marker
+    assert (merged / "merge.json").stat().st_mtime_ns == merge_marker
     assert (v / "generations/mini-harmful-eval.jsonl").read_text() == gens
     assert [r["safety"] for r in rows2] == [r["safety"] for r in rows]
 

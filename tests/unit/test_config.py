@@ -76,3 +76,20 @@ def test_study_variants_validate_with_their_label():
         variant_configs(study)
     assert "broken" in str(e.value)
     assert "unique" in _bad({"variants": [{"label": "a"}, {"label": "a"}]}, model=StudyConfig)
+
+
+def test_merge_variants_name_an_earlier_lora_variant(tmp_path):
+    from lorasafe.pipeline.study import variant_configs
+
+    lora = {"label": "l", "set": {"adapter.method": "lora"}}
+    assert "not an earlier variant" in _bad({"variants": [{"label": "m", "merge": {"source": "l"}}, lora]},
+                                            model=StudyConfig)
+    assert "drop `set`" in _bad({"variants": [lora, {"label": "m", "set": {"seed": 1}, "merge": {"source": "l"}}]},
+                                model=StudyConfig)
+    full = load_config(StudyConfig, data={"variants": [{"label": "f", "set": {"adapter.method": "full"}},
+                                                        {"label": "m", "merge": {"source": "f"}}]})
+    with pytest.raises(ConfigError, match="not a LoRA variant"):
+        variant_configs(full)
+    ok = load_config(StudyConfig, data={"variants": [lora, {"label": "m", "merge": {"source": "l", "project_out": 4}}]})
+    (_, merged), = [v for v in variant_configs(ok, out=tmp_path) if v[0] == "m"]
+    assert merged.adapter.method == "none" and merged.model.path == str((tmp_path / "variants/m/merged").resolve())

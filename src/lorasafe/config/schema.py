@@ -197,11 +197,26 @@ class ExperimentConfig(Strict):
         return self
 
 
+class MergeSpec(Strict):
+    """A study row that evaluates the merged model of an earlier LoRA variant (`lorasafe merge`)."""
+
+    source: str = Field(description="label of an earlier LoRA variant of the same study")
+    project_out: PositiveInt | None = Field(None, description="remove ΔW's part in W0's top-k singular subspace")
+    side: Literal["left", "right", "both"] = "left"
+
+
 class Variant(Strict):
-    """One row of a study: a label and dotted overrides applied to the study's experiment."""
+    """One row of a study: a label and dotted overrides applied to the study's experiment, or a merge."""
 
     label: str
     set: dict[str, Any] = Field(default_factory=dict)
+    merge: MergeSpec | None = None
+
+    @model_validator(mode="after")
+    def _merge_or_set(self) -> "Variant":
+        if self.merge is not None and self.set:
+            raise ValueError(f"variant {self.label!r}: a merge variant takes its config from merge.source; drop `set`")
+        return self
 
 
 class StudyConfig(Strict):
@@ -210,6 +225,8 @@ class StudyConfig(Strict):
     name: str = "study"
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     variants: list[Variant] = Field(min_length=1)
+    analysis_k: list[PositiveInt] = Field(default_factory=lambda: [1, 8, 32],
+                                          description="subspace sizes for the geometry of every trained variant")
 
     @field_validator("variants")
     @classmethod
@@ -218,4 +235,7 @@ class StudyConfig(Strict):
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
             raise ValueError(f"variant labels must be unique; repeated: {', '.join(sorted(dup))}")
+        for i, x in enumerate(v):
+            if x.merge is not None and x.merge.source not in labels[:i]:
+                raise ValueError(f"variant {x.label!r} merges {x.merge.source!r}, which is not an earlier variant")
         return v

@@ -125,6 +125,23 @@ def analyze_run(run: Path, ks: tuple[int, ...] = DEFAULT_KS, log: Callable[[str]
     return path
 
 
+def geometry_summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """One run's geometry in a few numbers: stable rank over modules, energy-weighted overlaps at k."""
+    energy = [r["fro"] ** 2 for r in rows]
+    total = sum(energy)
+
+    def weighted(values: list[float]) -> float:
+        return sum(v * e for v, e in zip(values, energy)) / total if total else float("nan")
+
+    ranks = [r["stable_rank"] for r in rows]
+    return {"k": k, "modules": len(rows), "update_fro": total ** 0.5,
+            "stable_rank_mean": sum(ranks) / len(ranks), "stable_rank_max": max(ranks),
+            "overlap_left": weighted([r[f"overlap_left@{k}"] for r in rows]),
+            "overlap_right": weighted([r[f"overlap_right@{k}"] for r in rows]),
+            "random_left": weighted([k / r["out"] for r in rows]),
+            "random_right": weighted([k / r["in"] for r in rows])}
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -12,7 +12,36 @@ from lorasafe.config.schema import StudyConfig
 from lorasafe.reports.table import markdown_table
 
 
-def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | None, wall_s: float) -> str:
+def geometry_section(rows: list[dict[str, Any]], plots: list[Path]) -> list[str]:
+    """The weight-geometry table and plots, for the variants that were analysed."""
+    geo = [r for r in rows if r.get("geometry")]
+    if not geo:
+        return []
+    k = geo[0]["geometry"]["k"]
+    lines = [
+        "## Weight geometry", "",
+        f"ΔW against the base weights W0, per trained variant (`lorasafe analyze`; per-module CSV in each variant's "
+        f"`analysis/geometry.csv`). Stable rank = ‖ΔW‖_F²/‖ΔW‖_2², averaged over the adapted modules (a rank-r "
+        f"LoRA update has at most r). Overlap = share of ‖ΔW‖_F² inside W0's top-{k} left (column) or right (row) "
+        f"singular subspace, weighted by each module's ‖ΔW‖_F²; 'random' is the share a random update of the same "
+        f"modules would have (k/out, k/in).", "",
+        "| variant | modules | ‖ΔW‖_F | stable rank (mean) | stable rank (max) | overlap left | random left "
+        "| overlap right | random right |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in geo:
+        g = r["geometry"]
+        lines.append(f"| {r['label']} | {g['modules']} | {g['update_fro']:.3f} | {g['stable_rank_mean']:.2f} | "
+                     f"{g['stable_rank_max']:.2f} | {g['overlap_left']:.3f} | {g['random_left']:.3f} | "
+                     f"{g['overlap_right']:.3f} | {g['random_right']:.3f} |")
+    lines.append("")
+    for p in plots:
+        lines += [f"![{p.stem}]({p.name})", "", f"Data behind the plot: `{p.with_suffix('.csv').name}`.", ""]
+    return lines
+
+
+def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | None, wall_s: float,
+                 geometry_plots: list[Path] = ()) -> str:
     e = study.experiment
     lrs = sorted({r["learning_rate"] for r in rows if r.get("learning_rate") is not None})
     lr_text = f"lr {lrs[0]:g}" if len(lrs) == 1 else "lr " + " or ".join(f"{x:g}" for x in lrs) + " (column lr)"
@@ -41,6 +70,7 @@ def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | No
     ]
     if plot is not None:
         lines += [f"![safety vs reasoning]({plot.name})", "", f"Data behind the plot: `{plot.with_suffix('.csv').name}`.", ""]
+    lines += geometry_section(rows, list(geometry_plots))
     lines += [
         "These numbers are as measured on this run, whichever way they point. One learning rate and one "
         "checkpoint per method is a single operating point: which method looks better can change with what is "
