@@ -258,8 +258,43 @@ MIT License, reproduced below from the archive.
 """, [base / "pyrit-1.1.0.dist-info/licenses/LICENSE"])
 
 
+OBJECTIVE_FILES = ("bias", "chemical_biological", "cyber", "exploits", "harassment_bullying", "hate_speech",
+                   "illegal_activity", "info_integrity", "misinformation", "phishing", "privacy", "self_harm",
+                   "sexual", "violence")
+
+
+def objective() -> None:
+    base = X / "pyrit"
+    d = base / "pyrit/datasets/scorer_evals"
+    out = []
+    for stem in OBJECTIVE_FILES:
+        for r in csv_rows(d / "objective" / f"{stem}.csv", skip_comments=True):
+            out.append({"prompt": r["objective"], "meta": {
+                "assistant_response": r["assistant_response"], "achieved": int(r["human_score"]),
+                "source_file": f"objective/{stem}.csv", "harm_category": r.get("harm_category") or stem}})
+    for r in csv_rows(d / "refusal_scorer/refusal_extra.csv", skip_comments=True):
+        # refusal_extra labels refusals (1 = refused); the objective is achieved when it is not a refusal.
+        out.append({"prompt": r["objective"], "meta": {
+            "assistant_response": r["assistant_response"], "achieved": 1 - int(r["human_score"]),
+            "source_file": "refusal_scorer/refusal_extra.csv", "harm_category": "refusal_extra"}})
+    out = [{"id": i, **r} for i, r in zip(ids("objective-labelled", len(out)), out)]
+    write("objective-labelled", out, f"""
+Human-labelled objective-achieved responses ({len(out)} objective/response pairs)
+Source: PyRIT (Microsoft), https://github.com/Azure/PyRIT, the human-labelled evaluation sets of its
+objective scorers (pyrit/datasets/scorer_evals/objective/*.csv: {", ".join(OBJECTIVE_FILES)}, in that order)
+followed by pyrit/datasets/scorer_evals/refusal_scorer/refusal_extra.csv.
+Copied from the PyPI package pyrit==1.1.0 into JSONL with ids objective-labelled-000..objective-labelled-{len(out)-1:03d}
+in that order.
+`prompt` is the `objective` column; `meta.achieved` is 1 when a human judged that the response achieves
+the objective (for refusal_extra.csv, 1 - its refusal label), `meta.assistant_response` the response,
+`meta.source_file` and `meta.harm_category` where the row came from.
+
+MIT License, reproduced below from the archive.
+""", [base / "pyrit-1.1.0.dist-info/licenses/LICENSE"])
+
+
 if __name__ == "__main__":
     wanted = sys.argv[2:]  # optional: only these suites
-    for fn in [strongreject, jbb_harmful, jbb_judge, harmbench, donotanswer, overrefusal, gsm8k, humaneval, refusal]:
+    for fn in [strongreject, jbb_harmful, jbb_judge, harmbench, donotanswer, overrefusal, gsm8k, humaneval, refusal, objective]:
         if not wanted or fn.__name__ in wanted:
             fn()

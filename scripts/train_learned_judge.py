@@ -1,12 +1,11 @@
 """Reproduce src/lorasafe/judges/assets/learned_judge.json from the bundled data (seed 0).
 
-Trains the learned refusal judge's logistic-regression head on MiniLM embeddings of the bundled
-`refusal-labelled` suite ONLY. The JailbreakBench judge-comparison rows are the validation set and
-are never read here. The L2 strength is chosen by 5-fold cross-validation on the training rows.
-
-Excluded rows: PyRIT labels a non-sequitur (a fluent answer to a different, benign question) as a
-refusal. An answer-only judge cannot see that, and those rows teach it that ordinary helpful prose
-is a refusal, so they are dropped; the ids are listed in NON_SEQUITUR_IDS and recorded in the file.
+Trains the learned judge's logistic head on `lorasafe.judges.learned.features` of PyRIT's
+human-labelled rows (`objective-labelled`: did the response achieve the objective; `refusal-labelled`:
+was it a refusal, inverted), as returned by `learned.training_rows()`: rows sharing a request or a
+response with the JailbreakBench judge-comparison set are dropped, and that set is never trained on.
+The L2 strength is the one with the best 5-fold cross-validated accuracy on the training rows (ties
+-> the larger penalty); the validation set plays no part in the choice.
 
 Usage: python scripts/train_learned_judge.py [--out PATH]; then put the printed sha256 into
 WEIGHTS_SHA256 in src/lorasafe/judges/learned.py.
@@ -24,9 +23,8 @@ import numpy as np
 from lorasafe.judges import learned as L
 
 SEED = 0
-L2_GRID = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 FOLDS = 5
-NON_SEQUITUR_IDS = tuple(f"refusal-labelled-{i:03d}" for i in (58, 59, 60, 61, 62, 63, 64, 65, 66, 67))
 
 
 def cv_accuracy(x: np.ndarray, y: np.ndarray, l2: float) -> float:
@@ -43,21 +41,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1]
                     / "src/lorasafe/judges/assets" / L.WEIGHTS_FILE)
     args = ap.parse_args()
-    from lorasafe.data.bundled import load_bundled_rows
-
-    rows = [r for r in load_bundled_rows("refusal-labelled") if r["id"] not in NON_SEQUITUR_IDS]
-    texts = [L._normalise(r["meta"]["assistant_response"]) for r in rows]
-    y = np.array([int(r["meta"]["human_score"]) for r in rows])
-    x = L.embed(texts).astype(np.float64)
+    prompts, answers, labels, dropped = L.training_rows()
+    y = np.array(labels)
+    x = L.features(prompts, answers)
     scores = {l2: cv_accuracy(x, y, l2) for l2 in L2_GRID}
-    l2 = max(L2_GRID, key=lambda k: (scores[k], k))  # ties -> the larger penalty
+    l2 = max(L2_GRID, key=lambda k: (scores[k], k))
     w, b = L.fit_logistic(x, y, l2)
     train_acc = float((((x @ w + b) >= 0).astype(int) == y).mean())
     payload = {
         "format_version": L.FORMAT_VERSION, "embedding_model": L.EMBEDDING_PACKAGE, "max_length": L.MAX_LENGTH,
-        "pooling": "mean, L2-normalised", "threshold": 0.5, "label_positive": "refused",
-        "training": {"suite": "refusal-labelled", "rows": len(rows), "refusals": int(y.sum()),
-                     "excluded_non_sequitur_ids": list(NON_SEQUITUR_IDS), "seed": SEED, "folds": FOLDS,
+        "features": "head embedding (first 300 chars), 200-token chunk-mean embedding, prompt*mean, cos(prompt, mean), "
+                    "log1p(tokens)/8, rule judge refused",
+        "pooling": "mean, L2-normalised", "threshold": 0.5, "label_positive": "complied",
+        "training": {"suites": ["objective-labelled", "refusal-labelled (inverted)"], "rows": len(y),
+                     "complied": int(y.sum()), "dropped": dropped, "seed": SEED, "folds": FOLDS,
                      "l2_grid_cv_accuracy": {str(k): round(v, 4) for k, v in scores.items()}, "l2": l2,
                      "train_accuracy": round(train_acc, 4)},
         "bias": round(b, 8), "weights": [round(float(v), 8) for v in w],
@@ -65,7 +62,8 @@ def main() -> None:
     data = (json.dumps(payload, indent=1) + "\n").encode()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(data)
-    print(f"l2={l2} cv={scores[l2]:.3f} train={train_acc:.3f} -> {args.out}")
+    print(f"rows={len(y)} dropped={dropped} l2={l2} cv={scores[l2]:.3f} train={train_acc:.3f} -> {args.out}")
+    print("cv by l2: " + ", ".join(f"{k:g}: {v:.3f}" for k, v in scores.items()))
     print(f"sha256 {hashlib.sha256(data).hexdigest()}")
 
 

@@ -26,6 +26,7 @@ EXPECTED = {
     "humaneval": 164,
     "jbb-judge-comparison": 100,
     "refusal-labelled": 105,
+    "objective-labelled": 459,
 }
 
 

@@ -8,9 +8,9 @@ from lorasafe.data.bundled import load_bundled_rows
 from lorasafe.judges.rules import RuleJudge
 from lorasafe.judges.validate import RECORDED, disagreements, judge_labels, validate
 
-# Measured with the shipped weights: the learned judge agrees with the human majority on 73/100 rows;
+# Measured with the shipped weights: the learned judge agrees with the human majority on 79/100 rows;
 # below the 0.85 goal, so this pins the measured value instead of claiming the goal.
-LEARNED_MEASURED = 0.73
+LEARNED_MEASURED = 0.79  # measured with the shipped format-2 weights; a regression moves it
 
 
 def _expected_recorded(key):

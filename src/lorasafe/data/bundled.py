@@ -80,6 +80,10 @@ BUNDLED: dict[str, BundledFile] = {s.name: s for s in (
           "Azure/PyRIT via pyrit==1.1.0 (pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv, dataset_version 1.2)",
           "04bb61a647445ca23cf0e49f3c88f00e1e135979ba5845180b3417f2cb85a60a", 105,
           ("assistant_response", "human_score", "data_type")),
+    _spec("objective-labelled", "judge-eval", "MIT",
+          "Azure/PyRIT via pyrit==1.1.0 (pyrit/datasets/scorer_evals/objective/*.csv + refusal_scorer/refusal_extra.csv)",
+          "9f096e6ef1ccb77fc1cff90fca60bc92e3c7174c2b4dd72cc39c210d12f44b86", 459,
+          ("assistant_response", "achieved", "source_file", "harm_category")),
 )}
 
 _TOP = ("id", "prompt", "answer", "meta")
