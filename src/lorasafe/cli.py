@@ -55,8 +55,8 @@ def _run_study(study, out: Path, progress: bool, source: str) -> None:
 
     from lorasafe.data.jsonl import write_text_atomic
     from lorasafe.pipeline.study import run_study
-    from lorasafe.reports.markdown import study_report
     from lorasafe.reports.geometry_plot import study_geometry_plots
+    from lorasafe.reports.markdown import study_report
     from lorasafe.reports.plot import tradeoff_plot
     from lorasafe.reports.table import rich_table
 

@@ -129,3 +129,28 @@ def test_trainer_logs_the_penalty(tiny_tokenizer, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert log and all("penalty" in e and e["penalty"] >= 0 for e in log)
     assert log[-1]["penalty"] > 0  # B moved away from zero, so the update has a part in the subspace
+
+
+def test_a_non_finite_penalty_stops_training(tiny_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from lorasafe.data.chat import ChatRenderer
+    from lorasafe.data.records import Item
+    from lorasafe.data.refusal import refusal_target
+    from lorasafe.errors import TrainingDiverged
+    from lorasafe.training.examples import encode_examples
+    from lorasafe.training.sft import SFTTrainer
+
+    class Broken:
+        name = "broken"
+
+        def penalty(self):
+            return torch.tensor(float("nan"), requires_grad=True)
+
+    mcfg = tiny_config("qwen2", layers=2, vocab=len(tiny_tokenizer))
+    adapter = AdapterConfig(method="lora", rank=1, modules=["up"], layers="all")
+    model = METHODS["lora"].prepare(AutoModelForCausalLM.from_config(mcfg), adapter, resolve_targets(adapter, mcfg))
+    ex = encode_examples(ChatRenderer(tiny_tokenizer), [Item("i", "Bad?", "harmful", target=refusal_target("No."))], 64)
+    with pytest.raises(TrainingDiverged, match="broken regulariser"):
+        SFTTrainer(model, METHODS["lora"], ex, TrainingConfig(max_steps=1, batch_size=1), tmp_path,
+                   pad_id=tiny_tokenizer.pad_token_id, progress=False, regulariser=Broken()).train()

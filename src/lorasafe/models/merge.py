@@ -54,7 +54,8 @@ def merge_run(run: Path, out: Path, k: int | None = None, side: Side = "left",
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; merging never overwrites. Choose another --out.")
-    model = load_model(cfg.model).to("cpu")
+    # On the CPU whatever the run used: merging is one pass of additions, and a GPU may not hold a second copy.
+    model = load_model(cfg.model.model_copy(update={"device": "cpu"}))
     params = dict(model.named_parameters())
     record: list[dict[str, Any]] = []
     for f in read_adapter(weights):

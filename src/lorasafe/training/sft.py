@@ -161,6 +161,11 @@ class SFTTrainer:
                 penalty = None
                 if self.regulariser is not None:  # once per optimiser step, on the weights being stepped
                     pen = self.regulariser.penalty()
+                    if not torch.isfinite(pen):
+                        raise TrainingDiverged(
+                            f"The {self.regulariser.name} regulariser's penalty is {pen.item()} at step {step + 1}; "
+                            "lower training.regulariser.beta or training.learning_rate and run again into a new "
+                            "output directory (--out); checkpoints written so far are kept.")
                     pen.backward()
                     penalty = pen.item()
                 if self.cfg.max_grad_norm:
