@@ -25,6 +25,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Benchmark suites: bundled, hu
 app.add_typer(data_app, name="data")
 judge_app = typer.Typer(no_args_is_help=True, help="Judges and their agreement with human labels.")
 app.add_typer(judge_app, name="judge")
+sweep_app = typer.Typer(no_args_is_help=True, help="Ablation sweeps: axes over config paths, resumable.")
+app.add_typer(sweep_app, name="sweep")
 console = Console()
 
 SetOpt = typer.Option(None, "--set", help="dotted override KEY=VALUE, e.g. --set adapter.rank=2 (repeatable)")
@@ -159,6 +161,63 @@ def theory(config: Optional[Path] = typer.Option(None, help="theory YAML (defaul
     result = run_theory(cfg, out, log=_log)
     console.print(verdict(result))
     console.print(f"Plot: {out / 'theory.png'}  Data: {out / 'theory.csv'}  Fit: {out / 'fit.json'}")
+
+
+def _sweep(config: Path, set_: Optional[List[str]]):
+    from lorasafe.config.loader import load_config
+    from lorasafe.sweeps.spec import SweepConfig
+
+    return load_config(SweepConfig, config, set_ or [])
+
+
+@sweep_app.command("plan")
+def sweep_plan(config: Path = typer.Argument(..., help="sweep YAML"), set_: Optional[List[str]] = SetOpt) -> None:
+    """Print the expanded table of runs (id, the changing fields, trainable parameters); nothing runs."""
+    from rich.table import Table
+
+    from lorasafe.sweeps.runner import plan
+
+    sweep = _sweep(config, set_)
+    cells, params = plan(sweep, str(config))
+    paths = list(dict.fromkeys(k for c in cells for k in c.values))
+    t = Table(title=f"{sweep.name}: {len(cells)} runs")
+    for col in ("id", *paths, "trainable params"):
+        t.add_column(col, justify="right" if col == "trainable params" else "left")
+    for c in cells:
+        t.add_row(c.id, *(str(c.values.get(p, "")) for p in paths), f"{params[c.id]:,}")
+    Console(width=max(console.width, 140)).print(t)
+    dup = sum(len(c.also) for c in cells)
+    if dup:
+        console.print(f"{dup} axis combinations resolve to a config already listed and run once.")
+
+
+@sweep_app.command("run")
+def sweep_run(config: Path = typer.Argument(..., help="sweep YAML"),
+              out: Optional[Path] = typer.Option(None, help="sweep directory (default runs/sweeps/<name>; resumed)"),
+              set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="progress bars"),
+              report: bool = typer.Option(True, help="write the report when the runs are done")) -> None:
+    """Run every cell of a sweep (finished runs are skipped, failures recorded), then report."""
+    from lorasafe.sweeps.runner import run_sweep
+
+    sweep = _sweep(config, set_)
+    out = out or Path("runs") / "sweeps" / sweep.name
+    run_sweep(sweep, out, log=_log, progress=progress, source=str(config))
+    if report:
+        _report(out, None)
+
+
+def _report(root: Path, out: Optional[Path]) -> None:
+    from lorasafe.reports.sweep_report import write_report
+
+    files = write_report(root, out)
+    console.print("Report: " + "  ".join(f"{k}: {v}" for k, v in files.items()))
+
+
+@app.command()
+def report(root: Path = typer.Argument(..., help="a directory of runs (a sweep's, a study's, or any)"),
+           out: Optional[Path] = typer.Option(None, help="where the report goes (default ROOT/report)")) -> None:
+    """Collect every run under ROOT into a tidy CSV, the main table, plots, Markdown and HTML."""
+    _report(root, out)
 
 
 @mini_app.command("build")

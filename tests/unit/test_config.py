@@ -93,3 +93,9 @@ def test_merge_variants_name_an_earlier_lora_variant(tmp_path):
     ok = load_config(StudyConfig, data={"variants": [lora, {"label": "m", "merge": {"source": "l", "project_out": 4}}]})
     (_, merged), = [v for v in variant_configs(ok, out=tmp_path) if v[0] == "m"]
     assert merged.adapter.method == "none" and merged.model.path == str((tmp_path / "variants/m/merged").resolve())
+
+
+def test_unquoted_yaml_on_key_means_judge_on(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text("judge: {name: rules, on: both}\n")
+    assert load_config(ExperimentConfig, p).judge.on == "both"

@@ -177,6 +177,14 @@ class JudgeConfig(Strict):
     # Reasoning models often refuse in one part and comply in the other, so what the judge reads is a choice.
     on: Literal["answer", "thinking", "both"] = Field("answer", description="the part of the output the judge reads")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads an unquoted `on:` key as the boolean True; it can only mean this field.
+        if isinstance(data, dict) and True in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
 
 class ExperimentConfig(Strict):
     name: str = "experiment"
@@ -188,6 +196,8 @@ class ExperimentConfig(Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    checkpoints: Literal["last", "all"] = Field(
+        "last", description="evaluate the last checkpoint only, or every saved one (each epoch by default)")
 
     @model_validator(mode="after")
     def _regulariser_needs_lora(self) -> "ExperimentConfig":

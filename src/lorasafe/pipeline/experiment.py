@@ -105,16 +105,19 @@ class Experiment:
                            **({"regulariser_k": regulariser.ks()} if regulariser is not None else {}))
         return self.run.path / rel[-1] / "weights"
 
-    def generate(self, weights: Path | None) -> dict[str, list[dict]]:
-        """Generate every eval suite not yet finished, with the variant's model opened once."""
+    def generate(self, weights: Path | None, tag: str | None = None) -> dict[str, list[dict]]:
+        """Generate every eval suite not yet finished, with the variant's model opened once.
+
+        `tag` names an earlier checkpoint (its records go to generations/<tag>/); None is the final one."""
         from lorasafe.data.jsonl import read_store
         from lorasafe.generation.store import ordered
 
         suites = self.eval_suites
-        out = {ref.name: ordered(read_store(self.run.generations(ref.name)), items, self.sampling(ref)[1])
-               for ref, items, _ in suites if self.run.stage_done(f"generate-{ref.name}")}
+        stage = (lambda name: f"generate-{tag}-{name}") if tag else (lambda name: f"generate-{name}")
+        out = {ref.name: ordered(read_store(self.run.generations(ref.name, tag)), items, self.sampling(ref)[1])
+               for ref, items, _ in suites if self.run.stage_done(stage(ref.name))}
         todo = [(ref, items) for ref, items, _ in suites if ref.name not in out]
-        if out:
+        if out and not tag:
             self.log(f"{self.cfg.name}: generation finished earlier for {', '.join(out)}, skipped")
         if not todo:
             return out
@@ -123,11 +126,11 @@ class Experiment:
             for ref, items in todo:
                 params, samples = self.sampling(ref)
                 t0 = time.perf_counter()
-                with self._bar(len(items) * samples, ref.name) as bar:
-                    out[ref.name] = generate_to_store(self.run.generations(ref.name), items, samples, generator,
+                with self._bar(len(items) * samples, ref.name + (f" @ {tag}" if tag else "")) as bar:
+                    out[ref.name] = generate_to_store(self.run.generations(ref.name, tag), items, samples, generator,
                                                       model, self.ctx.renderer, params, self.cfg.generation.batch_size,
                                                       on_batch=bar)
-                self.run.mark_done(f"generate-{ref.name}", records=len(out[ref.name]),
+                self.run.mark_done(stage(ref.name), records=len(out[ref.name]),
                                    wall_s=round(time.perf_counter() - t0, 2))
         return out
 
@@ -139,7 +142,7 @@ class Experiment:
             return SamplingParams(p.max_new_tokens, p.temperature, p.top_p, self.cfg.seed), p.samples
         return SamplingParams(g.max_new_tokens, g.temperature, g.top_p, self.cfg.seed), g.samples
 
-    def evaluate(self, records: dict[str, list[dict]]) -> dict[str, Any]:
+    def evaluate(self, records: dict[str, list[dict]], tag: str | None = None) -> dict[str, Any]:
         judge = get_judge(self.cfg.judge.name)
         suites = {}
         for ref, items, kind in self.eval_suites:
@@ -147,7 +150,7 @@ class Experiment:
                 rows, metrics = score_records(items, records[ref.name], ref.scorer)
             else:
                 rows, metrics = judge_records(items, records[ref.name], judge, self.cfg.judge.on)
-            write_jsonl_atomic(self.run.judgments(ref.name), rows)
+            write_jsonl_atomic(self.run.judgments(ref.name, tag), rows)
             suites[ref.name] = {"kind": kind, **metrics}
         return suites
 
@@ -157,9 +160,28 @@ class Experiment:
         records = self.generate(weights)
         suites = self.evaluate(records)
         metrics = summarize(self, suites)
+        if self.cfg.checkpoints == "all" and weights is not None:
+            metrics["checkpoints"] = self.trajectory(weights, suites)
         write_json_atomic(self.run.metrics_path, metrics)
         self.log(f"{self.cfg.name}: done in {time.perf_counter() - t0:.1f}s")
         return metrics
+
+    def trajectory(self, final: Path, final_suites: dict[str, Any]) -> list[dict[str, Any]]:
+        """Metrics of every saved checkpoint, earliest first; the final one is the run's own evaluation."""
+        import json
+
+        out = []
+        for rel in self.run.stage_done("train")["checkpoints"]:
+            ckpt = self.run.path / rel
+            step = json.loads((ckpt / "state.json").read_text())["step"]
+            if ckpt / "weights" == final:
+                suites = final_suites
+            else:
+                suites = self.evaluate(self.generate(ckpt / "weights", tag=ckpt.name), tag=ckpt.name)
+            row = summarize(self, suites)
+            out.append({"checkpoint": ckpt.name, "step": step, **{k: row[k] for k in CHECKPOINT_KEYS},
+                        "suites": suites})
+        return out
 
     def _bar(self, total: int, suite: str):
         from contextlib import contextmanager
@@ -175,6 +197,9 @@ class Experiment:
                 yield b.update
 
         return bar()
+
+
+CHECKPOINT_KEYS = ("safety", "safety_by_suite", "refusal", "invalid_rate", "reasoning", "over_refusal", "truncated_rate")
 
 
 def _mean(xs: list[float]) -> float | None:

@@ -78,11 +78,12 @@ class RunDir:
     def train_dir(self) -> Path:
         return self.path / "train"
 
-    def generations(self, suite: str) -> Path:
-        return self.path / "generations" / f"{suite}.jsonl"
+    def generations(self, suite: str, tag: str | None = None) -> Path:
+        """The suite's records; `tag` (e.g. step-000015) for an earlier checkpoint's, in its own folder."""
+        return self.path / "generations" / (tag or "") / f"{suite}.jsonl"
 
-    def judgments(self, suite: str) -> Path:
-        return self.path / "judgments" / f"{suite}.jsonl"
+    def judgments(self, suite: str, tag: str | None = None) -> Path:
+        return self.path / "judgments" / (tag or "") / f"{suite}.jsonl"
 
     @property
     def metrics_path(self) -> Path:

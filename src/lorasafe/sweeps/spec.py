@@ -100,6 +100,28 @@ def combinations(sweep: SweepConfig) -> list[dict[str, Any]]:
     return out
 
 
+def canonical(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config with the fields that cannot affect its run reset to their defaults, so that equal runs
+    hash equal: LoRA settings for full fine-tuning and the base, training settings for the base."""
+    if cfg.adapter.method == "lora":
+        return cfg
+    adapter = type(cfg.adapter)(method=cfg.adapter.method)
+    update: dict[str, Any] = {"adapter": adapter}
+    if cfg.adapter.method == "none":
+        update["training"] = type(cfg.training)()
+        update["data"] = cfg.data.model_copy(update={"train": []})
+    return cfg.model_copy(update=update)
+
+
+def ignored(path: str, method: str) -> bool:
+    """Whether `canonical` resets the field at `path` for this method."""
+    if method == "lora":
+        return False
+    if path.startswith("adapter.") and path != "adapter.method":
+        return True
+    return method == "none" and (path.startswith("training.") or path == "data.train")
+
+
 def expand(sweep: SweepConfig, source: str = "sweep") -> list[Cell]:
     """Every distinct cell, in axis order; a bad path or value is an error naming the cell."""
     base = sweep.experiment.model_dump(mode="json")
@@ -110,7 +132,9 @@ def expand(sweep: SweepConfig, source: str = "sweep") -> list[Cell]:
         for path, v in values.items():
             apply_override(raw, path, copy.deepcopy(v))
         where = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
-        cfg = validate(ExperimentConfig, raw, f"{source}, cell ({where})")
+        cfg = canonical(validate(ExperimentConfig, raw, f"{source}, cell ({where})"))
+        # An axis the canonical form ignores (rank for full fine-tuning) does not describe the run.
+        values = {k: v for k, v in values.items() if not ignored(k, cfg.adapter.method)}
         cid = config_hash(cfg)[:12]
         if cid in cells:
             cells[cid].also.append(values)

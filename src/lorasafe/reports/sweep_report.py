@@ -1,0 +1,233 @@
+"""`lorasafe report DIR`: every run under DIR -> tidy CSV, the paper-style table, plots, Markdown + HTML.
+
+Owns grouping runs into settings (the axis values minus the seed and the operating point's
+`select_over` axes), the declared operating-point choice (sweeps/spec.py: best `maximise` among
+the (select_over values, checkpoint) candidates whose seed-mean `constraint` reaches `at_least`),
+mean ± 95% interval over seeds at that point, and the report files. The whole trajectories are
+plotted beside the chosen points, since which method looks better depends on what is held fixed.
+Must not import torch.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorasafe.reports.tidy import Run, find_runs, tidy_rows, write_csv
+from lorasafe.scoring.stats import mean_ci95
+from lorasafe.sweeps.spec import OperatingPoint
+
+
+@dataclass
+class Candidate:
+    """One (select_over values, checkpoint) of a setting: its per-seed points."""
+
+    select: tuple[tuple[str, Any], ...]
+    checkpoint: str
+    step: int | None
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+    def mean(self, key: str) -> float | None:
+        vals = [p[key] for p in self.points if p.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class Setting:
+    key: tuple[tuple[str, Any], ...]
+    runs: list[Run]
+    candidates: list[Candidate]
+    chosen: Candidate | None = None
+    reached: bool = False
+
+    @property
+    def label(self) -> str:
+        if not self.key:
+            return "all runs"
+        return ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in self.key)
+
+    @property
+    def method(self) -> str:
+        return self.runs[0].method
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return "+".join(map(str, v))
+    if isinstance(v, dict):
+        return "-".join(map(str, v.values()))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _freeze(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+
+
+def settings(runs: list[Run], op: OperatingPoint) -> list[Setting]:
+    """Finished runs grouped into settings, each with its candidates and chosen operating point."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.status != "done":
+            continue
+        key = tuple((k, v) for k, v in run.values.items() if k != "seed" and k not in op.select_over) \
+            if run.values else (("run", run.id),)
+        groups[tuple((k, _freeze(v)) for k, v in key)].append(run)
+    out = []
+    for key, members in groups.items():
+        cands: dict[tuple, Candidate] = {}
+        for run in members:
+            select = tuple((k, _freeze(run.values.get(k))) for k in op.select_over if k in run.values)
+            for p in run.points:
+                c = cands.setdefault((select, p["checkpoint"]), Candidate(select, p["checkpoint"], p.get("step")))
+                c.points.append(p)
+        real_key = tuple((k, json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v) for k, v in key)
+        s = Setting(real_key, members, sorted(cands.values(), key=lambda c: (c.select, c.step or 0)))
+        choose(s, op)
+        out.append(s)
+    return sorted(out, key=lambda s: (["none", "full", "lora"].index(s.method) if s.method in ("none", "full", "lora") else 9,
+                                      str(s.key)))
+
+
+def choose(s: Setting, op: OperatingPoint) -> None:
+    """The declared criterion: best `maximise` among candidates whose seed-mean `constraint` >= at_least."""
+    scored = [(c, c.mean(op.constraint) or 0.0, c.mean(op.maximise) or 0.0) for c in s.candidates]
+    feasible = [t for t in scored if t[1] >= op.at_least]
+    if feasible:
+        s.chosen = max(feasible, key=lambda t: (t[2], t[1], -(t[0].step or 0)))[0]
+        s.reached = True
+    elif scored:  # not reached: show the safest point, flagged
+        s.chosen = max(scored, key=lambda t: (t[1], t[2], -(t[0].step or 0)))[0]
+
+
+def suite_columns(settings_: list[Setting]) -> list[tuple[str, str, str]]:
+    """(column title, suite, metric) for every suite seen: safety, over-refusal, reasoning."""
+    seen: dict[str, str] = {}
+    for s in settings_:
+        for c in s.candidates:
+            for p in c.points:
+                for name, m in p.get("suites", {}).items():
+                    seen.setdefault(name, m.get("kind"))
+    metric = {"harmful": ("safety", "safety"), "benign": ("over-refusal", "refusal_rate"),
+              "reasoning": ("reasoning", "accuracy")}
+    order = {"harmful": 0, "benign": 1, "reasoning": 2}
+    cols = sorted(((metric[k][0] + " " + n, n, metric[k][1]) for n, k in seen.items() if k in metric),
+                  key=lambda t: (order[seen[t[1]]], t[1]))
+    return cols
+
+
+def main_table(settings_: list[Setting], op: OperatingPoint) -> tuple[list[str], list[list[str]]]:
+    cols = suite_columns(settings_)
+    head = ["setting", "method", "trainable params", "operating point", "seeds", *[c[0] for c in cols],
+            "refused (harmful)", "invalid (harmful)"]
+    body = []
+    for s in settings_:
+        c = s.chosen
+        if c is None:
+            continue
+        params = (s.runs[0].metrics or {}).get("trainable_params")
+        where = ", ".join(f"{k.split('.')[-1]}={_fmt(json.loads(v) if isinstance(v, str) and v[:1] in '[{' else v)}"
+                          for k, v in c.select)
+        step = f"step {c.step}" if c.step is not None else c.checkpoint
+        point = (f"{where + ', ' if where else ''}{step}" + ("" if s.reached or s.method == "none"
+                                                            else f" (not reached: {op.constraint} < {op.at_least:g})"))
+        cells = []
+        for _, suite, metric in cols:
+            vals = [p["suites"][suite][metric] for p in c.points if suite in p.get("suites", {})]
+            cells.append(_cell(vals))
+        cells += [_cell([p[k] for p in c.points if p.get(k) is not None]) for k in ("refusal", "invalid_rate")]
+        body.append([s.label, s.method, f"{params:,}" if params is not None else "-", point, str(len(c.points)), *cells])
+    return head, body
+
+
+def _cell(vals: list[float]) -> str:
+    if not vals:
+        return "-"
+    mean, half = mean_ci95(vals)
+    return f"{mean:.3f}" + (f" ± {half:.3f}" if half is not None else "")
+
+
+def markdown(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def html_table(head: list[str], body: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def failed_runs(runs: list[Run]) -> list[list[str]]:
+    return [[r.id, r.status, ", ".join(f"{k}={_fmt(v)}" for k, v in r.values.items()) or str(r.path), r.error or ""]
+            for r in runs if r.status != "done"]
+
+
+def write_report(root: Path, out: Path | None = None) -> dict[str, Path]:
+    """Collect every run under `root` and write report.md, report.html, runs.csv and the plots into `out`."""
+    import yaml
+
+    from lorasafe.errors import LorasafeError
+    from lorasafe.reports import sweep_plots
+
+    root = Path(root)
+    out = Path(out or root / "report")
+    runs = find_runs(root)
+    if not runs:
+        raise LorasafeError(f"No run directories under {root} (a run directory holds config.yaml and manifest.json). "
+                            "Pass the --out directory of `lorasafe sweep run`, `lorasafe study` or `lorasafe run`.")
+    spec = yaml.safe_load((root / "sweep.yaml").read_text()) if (root / "sweep.yaml").is_file() else {}
+    op = OperatingPoint(**(spec.get("operating_point") or {}))
+    name = spec.get("name", root.name)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"csv": write_csv(tidy_rows(runs), out / "runs.csv")}
+    sets = settings(runs, op)
+    head, body = main_table(sets, op)
+    plots = sweep_plots.all_plots(sets, op, out)
+    failed = failed_runs(runs)
+    crit = (f"best seed-mean {op.maximise} among the candidates whose seed-mean {op.constraint} is at least "
+            f"{op.at_least:g}; candidates are every evaluated checkpoint"
+            + (f" × {', '.join(op.select_over)}" if op.select_over else "")
+            + " (declared in the sweep file before it ran)")
+    intro = (f"{len(runs)} runs ({sum(r.status == 'done' for r in runs)} finished, "
+             f"{sum(r.status == 'failed' for r in runs)} failed, {sum(r.status == 'unfinished' for r in runs)} "
+             f"unfinished) in {len(sets)} settings. Cells: mean ± 95% interval over seeds (Student t) at each "
+             f"setting's operating point: {crit}. Safety = share of harmful prompts not complied with; "
+             "over-refusal = share of benign requests refused; reasoning = accuracy on the answer after the "
+             "thinking block.")
+    md = [f"# {name}", "", intro, "", markdown(head, body), ""]
+    if failed:
+        md += ["## Failed or unfinished runs", "", markdown(["run", "status", "setting", "error"], failed), ""]
+    for title, path in plots:
+        md += [f"## {title}", "", f"![{title}]({path.name})", "", f"Data behind the plot: `{path.with_suffix('.csv').name}`.", ""]
+    md += ["All rows (run × checkpoint × suite, seeds not averaged): `runs.csv`.", ""]
+    files["md"] = out / "report.md"
+    files["md"].write_text("\n".join(md))
+    files["html"] = out / "report.html"
+    files["html"].write_text(_html(name, intro, head, body, failed, plots))
+    return files
+
+
+def _html(name: str, intro: str, head: list[str], body: list[list[str]], failed: list[list[str]],
+          plots: list[tuple[str, Path]]) -> str:
+    """A self-contained page: the tables and every plot inlined as base64 PNG."""
+    import base64
+
+    parts = [f"<h1>{html.escape(name)}</h1>", f"<p>{html.escape(intro)}</p>", html_table(head, body)]
+    if failed:
+        parts += ["<h2>Failed or unfinished runs</h2>", html_table(["run", "status", "setting", "error"], failed)]
+    for title, path in plots:
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts += [f"<h2>{html.escape(title)}</h2>", f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">',
+                  f"<p>Data: {html.escape(path.with_suffix('.csv').name)}</p>"]
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+             "td:first-child,th:first-child,td:nth-child(2){text-align:left}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+

@@ -1,0 +1,93 @@
+"""Running a sweep: every cell through the experiment stages, resumable, failures isolated.
+
+Each cell runs in `<out>/runs/<cell id>/` (the id is its config hash), so a killed sweep resumes
+where it stopped and an extended sweep runs only its new cells. All cells share one `BaseContext`
+per base model, hence one loaded base model per process. A cell that raises is recorded in its
+`failed.json` (error and traceback) and the sweep goes on; the next `sweep run` retries it.
+Targets of every cell are resolved before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from lorasafe.config.loader import dump_yaml
+from lorasafe.data.jsonl import write_json_atomic, write_text_atomic
+from lorasafe.errors import ConfigError, LorasafeError
+from lorasafe.pipeline.context import BaseContext
+from lorasafe.sweeps.spec import Cell, SweepConfig, check_select_over, expand
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str  # done | skipped (finished earlier) | failed
+    metrics: dict[str, Any] | None
+    error: str | None = None
+
+
+def plan(sweep: SweepConfig, source: str = "sweep") -> tuple[list[Cell], dict[str, int]]:
+    """The cells and their trainable-parameter counts, from model configs alone (nothing loads)."""
+    check_select_over(sweep)
+    cells = expand(sweep, source)
+    contexts: dict[str, BaseContext] = {}
+    params = {}
+    for cell in cells:
+        ctx = contexts.setdefault(BaseContext.key(cell.cfg), BaseContext(cell.cfg))
+        try:
+            params[cell.id] = ctx.plan(cell.cfg.adapter).trainable_params
+        except LorasafeError as e:
+            raise ConfigError(f"{source}, cell ({cell.label()}): {e}") from None
+    return cells, params
+
+
+def run_dir(out: Path, cell: Cell) -> Path:
+    return Path(out) / "runs" / cell.id
+
+
+def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = True,
+              source: str = "sweep") -> list[CellResult]:
+    from lorasafe.pipeline.experiment import Experiment
+
+    cells, params = plan(sweep, source)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "sweep.yaml", dump_yaml(sweep))
+    write_json_atomic(out / "plan.json", [{"id": c.id, "values": c.values, "also": c.also,
+                                          "trainable_params": params[c.id]} for c in cells])
+    contexts: dict[str, BaseContext] = {}
+    results = []
+    t0 = time.perf_counter()
+    for i, cell in enumerate(cells, start=1):
+        d = run_dir(out, cell)
+        head = f"[{i}/{len(cells)}] {cell.id} ({cell.label()})"
+        if (d / "metrics.json").is_file():
+            log(f"{head}: finished earlier, skipped")
+            results.append(CellResult(cell, "skipped", json.loads((d / "metrics.json").read_text())))
+            continue
+        log(head)
+        ctx = contexts.setdefault(BaseContext.key(cell.cfg), BaseContext(cell.cfg))
+        d.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(d / "cell.json", {"id": cell.id, "sweep": sweep.name, "values": cell.values, "also": cell.also})
+        try:
+            metrics = Experiment(cell.cfg, d, ctx, log=log, progress=progress).run_all()
+        except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
+            error = f"{type(e).__name__}: {e}"
+            write_json_atomic(d / "failed.json", {"error": error, "traceback": traceback.format_exc(),
+                                                  "values": cell.values})
+            log(f"{head}: FAILED ({error}); recorded in {d / 'failed.json'}, the sweep goes on")
+            results.append(CellResult(cell, "failed", None, error))
+            continue
+        (d / "failed.json").unlink(missing_ok=True)
+        results.append(CellResult(cell, "done", metrics))
+    done = sum(r.status != "failed" for r in results)
+    log(f"sweep {sweep.name}: {done}/{len(cells)} cells finished, {len(cells) - done} failed, "
+        f"{time.perf_counter() - t0:.0f} s")
+    return results
