@@ -1,0 +1,53 @@
+"""The sweep report's logic on synthetic runs: grouping, the declared operating point, Pareto front."""
+
+from pathlib import Path
+
+from lorasafe.reports.sweep_plots import pareto_front
+from lorasafe.reports.sweep_report import main_table, settings
+from lorasafe.reports.tidy import Run
+from lorasafe.sweeps.spec import OperatingPoint
+
+CONFIG = {"seed": 0, "adapter": {"method": "lora", "rank": 1, "modules": ["up"], "layers": "middle"},
+          "training": {"learning_rate": 1e-3}}
+
+
+def _point(step, safety, reasoning, suite_safety=None):
+    return {"checkpoint": f"step-{step:06d}", "step": step, "safety": safety, "reasoning": reasoning, "refusal": safety,
+            "invalid_rate": 0.0, "over_refusal": 0.0,
+            "suites": {"h": {"kind": "harmful", "safety": suite_safety if suite_safety is not None else safety},
+                       "r": {"kind": "reasoning", "accuracy": reasoning}}}
+
+
+def _run(rank, lr, seed, points):
+    cfg = {**CONFIG, "seed": seed}
+    return Run(Path("."), f"{rank}-{lr}-{seed}", cfg, {"adapter.rank": rank, "training.learning_rate": lr, "seed": seed},
+               "done", {"trainable_params": 1024 * rank}, None, points)
+
+
+def test_operating_point_is_the_best_reasoning_among_safe_enough_candidates():
+    runs = [
+        # rank 1: at lr 1e-3 safety reaches 0.9 at step 2 with reasoning 0.8; at lr 3e-3 safer but worse
+        _run(1, 1e-3, 0, [_point(1, 0.5, 0.99), _point(2, 0.9, 0.8)]),
+        _run(1, 1e-3, 1, [_point(1, 0.6, 0.97), _point(2, 0.95, 0.7)]),
+        _run(1, 3e-3, 0, [_point(1, 1.0, 0.5), _point(2, 1.0, 0.4)]),
+        _run(1, 3e-3, 1, [_point(1, 1.0, 0.6), _point(2, 1.0, 0.3)]),
+        # rank 2 never reaches 0.9: flagged, shown at its safest point
+        _run(2, 1e-3, 0, [_point(1, 0.1, 1.0), _point(2, 0.3, 1.0)]),
+        _run(2, 3e-3, 0, [_point(1, 0.2, 1.0), _point(2, 0.4, 0.9)]),
+    ]
+    op = OperatingPoint(at_least=0.9)
+    sets = {s.label: s for s in settings(runs, op)}
+    r1, r2 = sets["rank=1"], sets["rank=2"]
+    assert r1.reached and r1.chosen.step == 2 and dict(r1.chosen.select) == {"training.learning_rate": 1e-3}
+    assert len(r1.chosen.points) == 2 and abs(r1.chosen.mean("reasoning") - 0.75) < 1e-12
+    assert not r2.reached and r2.chosen.mean("safety") == 0.4
+    head, body = main_table(list(sets.values()), op)
+    row = dict(zip(head, next(b for b in body if b[0] == "rank=1")))
+    assert row["safety h"].startswith("0.925 ± ") and row["reasoning r"].startswith("0.750 ± ")
+    assert row["seeds"] == "2" and "learning_rate=0.001, step 2" == row["operating point"]
+    assert "not reached" in next(b for b in body if b[0] == "rank=2")[3]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(0.0, 1.0), (0.5, 0.9), (0.4, 0.8), (1.0, 0.5), (0.9, 0.4), (1.0, 0.2)]
+    assert pareto_front(pts) == [(0.0, 1.0), (0.5, 0.9), (1.0, 0.5)]
