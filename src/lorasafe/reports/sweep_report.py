@@ -132,8 +132,8 @@ def main_table(settings_: list[Setting], op: OperatingPoint) -> tuple[list[str],
         where = ", ".join(f"{k.split('.')[-1]}={_fmt(json.loads(v) if isinstance(v, str) and v[:1] in '[{' else v)}"
                           for k, v in c.select)
         step = f"step {c.step}" if c.step is not None else c.checkpoint
-        point = (f"{where + ', ' if where else ''}{step}" + ("" if s.reached or s.method == "none"
-                                                            else f" (not reached: {op.constraint} < {op.at_least:g})"))
+        point = "- (untrained)" if s.method == "none" else (
+            f"{where + ', ' if where else ''}{step}" + ("" if s.reached else f" (not reached: {op.constraint} < {op.at_least:g})"))
         cells = []
         for _, suite, metric in cols:
             vals = [p["suites"][suite][metric] for p in c.points if suite in p.get("suites", {})]

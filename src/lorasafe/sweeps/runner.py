@@ -35,8 +35,8 @@ class CellResult:
 
 def plan(sweep: SweepConfig, source: str = "sweep") -> tuple[list[Cell], dict[str, int]]:
     """The cells and their trainable-parameter counts, from model configs alone (nothing loads)."""
+    cells = expand(sweep, source)  # unknown paths and bad values first: they are the likelier mistakes
     check_select_over(sweep)
-    cells = expand(sweep, source)
     contexts: dict[str, BaseContext] = {}
     params = {}
     for cell in cells:
