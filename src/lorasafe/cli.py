@@ -37,7 +37,9 @@ def demo_config_path() -> Path:
 
 
 def _log(msg: str) -> None:
-    console.print(f"[bold cyan]>[/] {msg}")
+    from rich.markup import escape
+
+    console.print(f"[bold cyan]>[/] {escape(msg)}")  # messages hold [lists] that are not markup
 
 
 @app.command()

@@ -67,8 +67,9 @@ def _freeze(v: Any) -> Any:
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
-def settings(runs: list[Run], op: OperatingPoint) -> list[Setting]:
-    """Finished runs grouped into settings, each with its candidates and chosen operating point."""
+def settings(runs: list[Run], op: OperatingPoint, order: dict[str, int] | None = None) -> list[Setting]:
+    """Finished runs grouped into settings, each with its candidates and chosen operating point; `order`
+    (run id -> position in the sweep's plan) keeps the axes' own order (early, middle, late)."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         if run.status != "done":
@@ -88,8 +89,9 @@ def settings(runs: list[Run], op: OperatingPoint) -> list[Setting]:
         s = Setting(real_key, members, sorted(cands.values(), key=lambda c: (c.select, c.step or 0)))
         choose(s, op)
         out.append(s)
-    return sorted(out, key=lambda s: (["none", "full", "lora"].index(s.method) if s.method in ("none", "full", "lora") else 9,
-                                      str(s.key)))
+    rank = {"none": 0, "full": 1, "lora": 2}
+    pos = order or {}
+    return sorted(out, key=lambda s: (rank.get(s.method, 9), min(pos.get(r.id, 1 << 30) for r in s.runs), str(s.key)))
 
 
 def choose(s: Setting, op: OperatingPoint) -> None:
@@ -185,7 +187,9 @@ def write_report(root: Path, out: Path | None = None) -> dict[str, Path]:
     name = spec.get("name", root.name)
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": write_csv(tidy_rows(runs), out / "runs.csv")}
-    sets = settings(runs, op)
+    plan_file = root / "plan.json"
+    order = {c["id"]: i for i, c in enumerate(json.loads(plan_file.read_text()))} if plan_file.is_file() else None
+    sets = settings(runs, op, order)
     head, body = main_table(sets, op)
     plots = sweep_plots.all_plots(sets, op, out)
     failed = failed_runs(runs)
