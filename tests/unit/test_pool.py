@@ -21,7 +21,7 @@ def _logits(model, ids):
         return model(input_ids=ids).logits
 
 
-def test_pool_swaps_adapters_without_merging(tiny_model_dir, tmp_path):
+def test_pool_swaps_adapters_and_restores_the_base_exactly(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from lorasafe.models.pool import ModelPool
@@ -38,6 +38,12 @@ def test_pool_swaps_adapters_without_merging(tiny_model_dir, tmp_path):
         with pool.model_for(method, weights) as m:
             torch.testing.assert_close(_logits(m, ids), want)
     assert pool.loads == 1
+    # The in-memory merge for generation leaves the base weights bit for bit as loaded.
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    now = {k.replace(".base_layer", ""): w for k, w in pool.base.state_dict().items() if "lora_" not in k}
+    assert now.keys() == fresh.keys()
+    for name, w in now.items():
+        assert torch.equal(w, fresh[name]), name
     assert not any(p.name.endswith(".safetensors") and "merged" in p.name for p in tmp_path.rglob("*"))
 
 
