@@ -178,6 +178,9 @@ def sweep_plan(config: Path = typer.Argument(..., help="sweep YAML"), set_: Opti
     from rich.table import Table
 
     from lorasafe.sweeps.runner import plan
+    from rich.markup import escape
+
+    from lorasafe.sweeps.spec import short
 
     sweep = _sweep(config, set_)
     cells, params = plan(sweep, str(config))
@@ -186,7 +189,7 @@ def sweep_plan(config: Path = typer.Argument(..., help="sweep YAML"), set_: Opti
     for col in ("id", *paths, "trainable params"):
         t.add_column(col, justify="right" if col == "trainable params" else "left")
     for c in cells:
-        t.add_row(c.id, *(str(c.values.get(p, "")) for p in paths), f"{params[c.id]:,}")
+        t.add_row(c.id, *(escape(short(c.values[p])) if p in c.values else "-" for p in paths), f"{params[c.id]:,}")
     Console(width=max(console.width, 140)).print(t)
     dup = sum(len(c.also) for c in cells)
     if dup:

@@ -76,14 +76,14 @@ class Cell:
     also: list[dict[str, Any]] = field(default_factory=list)  # other axis values resolving to this config
 
     def label(self) -> str:
-        return ", ".join(f"{k}={_short(v)}" for k, v in self.values.items())
+        return ", ".join(f"{k}={short(v)}" for k, v in self.values.items())
 
 
-def _short(v: Any) -> str:
+def short(v: Any) -> str:
     if isinstance(v, list):
-        return "[" + ",".join(_short(x) for x in v) + "]"
+        return "[" + ",".join(short(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_short(x)}" for k, x in v.items()) + "}"
+        return "{" + ",".join(f"{k}:{short(x)}" for k, x in v.items()) + "}"
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -131,7 +131,7 @@ def expand(sweep: SweepConfig, source: str = "sweep") -> list[Cell]:
         raw = copy.deepcopy(base)
         for path, v in values.items():
             apply_override(raw, path, copy.deepcopy(v))
-        where = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+        where = ", ".join(f"{k}={short(v)}" for k, v in values.items())
         cfg = canonical(validate(ExperimentConfig, raw, f"{source}, cell ({where})"))
         # An axis the canonical form ignores (rank for full fine-tuning) does not describe the run.
         values = {k: v for k, v in values.items() if not ignored(k, cfg.adapter.method)}
