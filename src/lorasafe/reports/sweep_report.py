@@ -75,7 +75,7 @@ def settings(runs: list[Run], op: OperatingPoint, order: dict[str, int] | None =
         if run.status != "done":
             continue
         key = tuple((k, v) for k, v in run.values.items() if k != "seed" and k not in op.select_over) \
-            if run.values else (("run", run.id),)
+            if run.values else (("run", run.config.get("name") or run.id),)  # a study's variant: its label
         groups[tuple((k, _freeze(v)) for k, v in key)].append(run)
     out = []
     for key, members in groups.items():
