@@ -13,16 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-
-def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("Geometry plots need matplotlib: pip install 'lorasafe[plot]'") from None
-    return plt
+from lorasafe.reports.plot import pyplot
 
 
 def layer_overlap(rows: list[dict[str, Any]], k: int, side: str = "left") -> dict[int, tuple[float, float]]:
@@ -37,7 +28,7 @@ def layer_overlap(rows: list[dict[str, Any]], k: int, side: str = "left") -> dic
 
 
 def stable_rank_plot(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
-    plt = _plt()
+    plt = pyplot("Geometry plots")
     from matplotlib.ticker import MaxNLocator
     with open(path.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -76,7 +67,7 @@ def stable_rank_plot(runs: dict[str, list[dict[str, Any]]], path: Path, title: s
 
 
 def overlap_by_layer_plot(runs: dict[str, list[dict[str, Any]]], path: Path, k: int, title: str) -> Path:
-    plt = _plt()
+    plt = pyplot("Geometry plots")
     from matplotlib.ticker import MaxNLocator
     curves = {label: layer_overlap(rows, k) for label, rows in runs.items()}
     with open(path.with_suffix(".csv"), "w", newline="") as f:

@@ -1,6 +1,5 @@
-"""The safety-vs-reasoning trade-off plot (PNG) and the CSV behind it.
-
-matplotlib is imported here only, and only when a plot is drawn.
+"""The safety-vs-reasoning trade-off plot (PNG) and the CSV behind it, and `pyplot()`, the one way
+every report module gets matplotlib: imported only when a plot is drawn, headless, with an install hint.
 """
 
 from __future__ import annotations
@@ -10,14 +9,20 @@ from pathlib import Path
 from typing import Any
 
 
-def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+def pyplot(what: str) -> Any:
+    """matplotlib.pyplot on the headless Agg backend; `what` names the plot in the install hint."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("The trade-off plot needs matplotlib: pip install 'lorasafe[plot]'") from None
+        raise ImportError(f"{what} needs matplotlib: pip install 'lorasafe[plot]'") from None
+    return plt
+
+
+def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    plt = pyplot("The trade-off plot")
     pts = [r for r in rows if r.get("safety") is not None and r.get("reasoning") is not None]
     with open(path.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)

@@ -1,7 +1,7 @@
 """The sweep report's plots (PNG + the CSV behind each): the safety-vs-reasoning Pareto view,
 metrics against each ablation axis at the operating points, and metrics along the checkpoints.
 
-Points are seed means. matplotlib is imported here only.
+Points are seed means. matplotlib comes from `reports.plot.pyplot`, when a plot is drawn.
 """
 
 from __future__ import annotations
@@ -10,20 +10,11 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from lorasafe.reports.plot import pyplot
+
 AXES = (("adapter.rank", "rank"), ("adapter.modules", "target modules"), ("adapter.layers", "layer band"))
 METRICS = (("safety", "safety"), ("reasoning", "reasoning"), ("over_refusal", "over-refusal"))
 COLORS = {"none": "black", "full": "tab:red", "lora": "tab:blue"}
-
-
-def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("The sweep report's plots need matplotlib: pip install 'lorasafe[plot]'") from None
-    return plt
 
 
 def _csv(path: Path, head: list[str], rows: list[list[Any]]) -> None:
@@ -40,7 +31,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def pareto_plot(sets: list[Any], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot("The sweep report's plots")
     rows, pts = [], []
     for s in sets:
         for c in s.candidates:
@@ -85,7 +76,7 @@ def pareto_plot(sets: list[Any], path: Path) -> Path:
 
 def axis_plot(sets: list[Any], axis: str, title: str, path: Path) -> Path | None:
     """Metrics at the operating points against one axis; one line per combination of the other axes."""
-    plt = _plt()
+    plt = pyplot("The sweep report's plots")
     with_axis = [s for s in sets if axis in dict(s.key) and s.chosen is not None]
     if len({str(dict(s.key)[axis]) for s in with_axis}) < 2:
         return None
@@ -121,7 +112,7 @@ def axis_plot(sets: list[Any], axis: str, title: str, path: Path) -> Path | None
 def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
     """Safety, reasoning and over-refusal along the checkpoints: every setting (colour) at every value of
     the select_over axes (line style), not only the chosen one."""
-    plt = _plt()
+    plt = pyplot("The sweep report's plots")
     rows = []
     curves: dict[tuple[str, str], list[Any]] = {}
     for s in sets:

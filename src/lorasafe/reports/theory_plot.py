@@ -11,15 +11,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lorasafe.reports.plot import pyplot
+
 
 def theory_plot(rows: list[dict[str, Any]], result: dict[str, Any], path: Path) -> Path:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("The theory plot needs matplotlib: pip install 'lorasafe[plot]'") from None
+    plt = pyplot("The theory plot")
     by: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["overshoot"] > 0:
