@@ -3,7 +3,7 @@
 `stable_rank_plot`: stable rank of ΔW by layer, one line per module (the paper's Figure-1 view).
 `overlap_by_layer_plot`: per layer, the share of ‖ΔW‖_F² inside W0's top-k left singular subspace,
 summed over the layer's adapted modules (energy-weighted), one line per run, with the share a
-random update would have (k / out) for reference. matplotlib is imported here only.
+random update would have (k / out) for reference. matplotlib comes from `reports.plot.pyplot`.
 """
 
 from __future__ import annotations
