@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasafe.reports.plot import pyplot
+from lorasafe.reports.tidy import pairs_label, value_label
 
 AXES = (("adapter.rank", "rank"), ("adapter.modules", "target modules"), ("adapter.layers", "layer band"))
 METRICS = (("safety", "safety"), ("reasoning", "reasoning"), ("over_refusal", "over-refusal"))
@@ -80,14 +81,14 @@ def axis_plot(sets: list[Any], axis: str, title: str, path: Path) -> Path | None
     with_axis = [s for s in sets if axis in dict(s.key) and s.chosen is not None]
     if len({str(dict(s.key)[axis]) for s in with_axis}) < 2:
         return None
-    xs = list(dict.fromkeys(_label(dict(s.key)[axis]) for s in with_axis))
+    xs = list(dict.fromkeys(value_label(dict(s.key)[axis]) for s in with_axis))
     if axis == "adapter.rank":
         xs = sorted(xs, key=float)
     lines: dict[str, dict[str, Any]] = {}
     rows = []
     for s in with_axis:
-        rest = ", ".join(f"{k.split('.')[-1]}={_label(v)}" for k, v in s.key if k != axis) or s.method
-        x = _label(dict(s.key)[axis])
+        rest = pairs_label(s.key, skip=axis) or s.method
+        x = value_label(dict(s.key)[axis])
         lines.setdefault(rest, {})[x] = s
         rows.append([rest, x] + [s.chosen.mean(m) for m, _ in METRICS] + [s.reached])
     _csv(path, ["line", axis] + [m for m, _ in METRICS] + ["reached"], rows)
@@ -119,7 +120,7 @@ def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
         if s.method == "none":
             continue
         for c in s.candidates:
-            curves.setdefault((s.label, _select_label(c.select)), []).append(c)
+            curves.setdefault((s.label, pairs_label(c.select)), []).append(c)
     curves = {k: sorted(v, key=lambda c: c.step or 0) for k, v in curves.items() if len(v) >= 2}
     if not curves:
         return None
@@ -145,18 +146,6 @@ def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def _select_label(select: tuple) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={_label(v)}" for k, v in select)
-
-
-def _label(v: Any) -> str:
-    if isinstance(v, list):
-        return "+".join(map(str, v))
-    if isinstance(v, dict):
-        return "-".join(map(str, v.values()))
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def all_plots(sets: list[Any], op: Any, out: Path) -> list[tuple[str, Path]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorasafe.reports.tidy import Run, find_runs, tidy_rows, write_csv
+from lorasafe.reports.tidy import Run, find_runs, pairs_label, tidy_rows, value_label, write_csv
 from lorasafe.scoring.stats import mean_ci95
 from lorasafe.sweeps.spec import OperatingPoint
 
@@ -38,7 +38,7 @@ class Candidate:
 
 @dataclass
 class Setting:
-    key: tuple[tuple[str, Any], ...]
+    key: tuple[tuple[str, Any], ...]  # (axis path, value), lists and dicts frozen as JSON (hashable)
     runs: list[Run]
     candidates: list[Candidate]
     chosen: Candidate | None = None
@@ -48,19 +48,11 @@ class Setting:
     def label(self) -> str:
         if not self.key:
             return "all runs"
-        return ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in self.key)
+        return pairs_label(self.key)
 
     @property
     def method(self) -> str:
         return self.runs[0].method
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, list):
-        return "+".join(map(str, v))
-    if isinstance(v, dict):
-        return "-".join(map(str, v.values()))
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _freeze(v: Any) -> Any:
@@ -85,8 +77,7 @@ def settings(runs: list[Run], op: OperatingPoint, order: dict[str, int] | None =
             for p in run.points:
                 c = cands.setdefault((select, p["checkpoint"]), Candidate(select, p["checkpoint"], p.get("step")))
                 c.points.append(p)
-        real_key = tuple((k, json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v) for k, v in key)
-        s = Setting(real_key, members, sorted(cands.values(), key=lambda c: (c.select, c.step or 0)))
+        s = Setting(key, members, sorted(cands.values(), key=lambda c: (c.select, c.step or 0)))
         choose(s, op)
         out.append(s)
     rank = {"none": 0, "full": 1, "lora": 2}
@@ -131,8 +122,7 @@ def main_table(settings_: list[Setting], op: OperatingPoint) -> tuple[list[str],
         if c is None:
             continue
         params = (s.runs[0].metrics or {}).get("trainable_params")
-        where = ", ".join(f"{k.split('.')[-1]}={_fmt(json.loads(v) if isinstance(v, str) and v[:1] in '[{' else v)}"
-                          for k, v in c.select)
+        where = pairs_label(c.select)
         step = f"step {c.step}" if c.step is not None else c.checkpoint
         point = "- (untrained)" if s.method == "none" else (
             f"{where + ', ' if where else ''}{step}" + ("" if s.reached else f" (not reached: {op.constraint} < {op.at_least:g})"))
@@ -165,7 +155,7 @@ def html_table(head: list[str], body: list[list[str]]) -> str:
 
 
 def failed_runs(runs: list[Run]) -> list[list[str]]:
-    return [[r.id, r.status, ", ".join(f"{k}={_fmt(v)}" for k, v in r.values.items()) or str(r.path), r.error or ""]
+    return [[r.id, r.status, ", ".join(f"{k}={value_label(v)}" for k, v in r.values.items()) or str(r.path), r.error or ""]
             for r in runs if r.status != "done"]
 
 

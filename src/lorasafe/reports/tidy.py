@@ -96,6 +96,22 @@ def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
+def value_label(v: Any) -> str:
+    """An axis value as a report shows it: lists joined by +, floats compact; frozen JSON thawed first."""
+    if isinstance(v, str) and v[:1] in "[{":
+        v = json.loads(v)
+    if isinstance(v, list):
+        return "+".join(map(str, v))
+    if isinstance(v, dict):
+        return "-".join(map(str, v.values()))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def pairs_label(pairs: Any, skip: str | None = None) -> str:
+    """`rank=4, learning_rate=0.001` from (dotted path, value) pairs, the last path segment as the name."""
+    return ", ".join(f"{k.split('.')[-1]}={value_label(v)}" for k, v in pairs if k != skip)
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     import csv
 
