@@ -112,20 +112,23 @@ def fit_logistic(x: Any, y: Any, l2: float, iters: int = 50) -> tuple[Any, float
     return theta[:-1], float(theta[-1])
 
 
-def _chunk_mean(texts: list[str]) -> Any:
-    """Per text, the re-normalised mean embedding of its CHUNK_TOKENS-token chunks (at most MAX_CHUNKS)."""
+def _chunk_mean(texts: list[str]) -> tuple[Any, list[int]]:
+    """Per text, the re-normalised mean embedding of its CHUNK_TOKENS-token chunks (at most MAX_CHUNKS),
+    and its whole length in tokens (tokenised once for both)."""
     import numpy as np
 
     tok, _ = _embedder()
-    pieces, owner = [], []
+    pieces, owner, lengths = [], [], []
     for i, t in enumerate(texts):
-        ids = tok(t, add_special_tokens=False, verbose=False)["input_ids"][:CHUNK_TOKENS * MAX_CHUNKS]
+        ids = tok(t, add_special_tokens=False, verbose=False)["input_ids"]
+        lengths.append(len(ids))
+        ids = ids[:CHUNK_TOKENS * MAX_CHUNKS]
         for j in range(0, max(len(ids), 1), CHUNK_TOKENS):
             pieces.append(tok.decode(ids[j:j + CHUNK_TOKENS]))
             owner.append(i)
     emb, owner = embed(pieces), np.asarray(owner)
     mean = np.stack([emb[owner == i].mean(0) for i in range(len(texts))])
-    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12), lengths
 
 
 def features(prompts: list[str], answers: list[str]) -> Any:
@@ -134,13 +137,12 @@ def features(prompts: list[str], answers: list[str]) -> Any:
 
     from lorasafe.judges.rules import RuleJudge
 
-    tok, _ = _embedder()
     answers = [_normalise(a) for a in answers]
     head = embed([a[:HEAD_CHARS] for a in answers])
-    mean = _chunk_mean(answers)
+    mean, n_tokens = _chunk_mean(answers)
     prompt = embed([_normalise(p) for p in prompts])
     inter = prompt * mean
-    length = np.log1p([len(tok(a, add_special_tokens=False, verbose=False)["input_ids"]) for a in answers]) / 8
+    length = np.log1p(n_tokens) / 8
     rule = [v.label == "refused" for v in RuleJudge().judge([{"answer": a} for a in answers])]
     return np.hstack([head, mean, inter, inter.sum(1, keepdims=True), np.asarray(length)[:, None],
                       np.asarray(rule, dtype=np.float64)[:, None]]).astype(np.float64)

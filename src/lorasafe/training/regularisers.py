@@ -70,12 +70,11 @@ class OrthogonalityRegulariser:
             if not isinstance(module, LoraLayer):
                 continue
             w0 = module.get_base_layer().weight.detach()
-            s_all = torch.linalg.svdvals(w0.double())
-            k = cfg.k if cfg.energy is None else energy_k(s_all, cfg.energy)
+            u, s, vh = torch.linalg.svd(w0.double(), full_matrices=False)
+            k = cfg.k if cfg.energy is None else energy_k(s, cfg.energy)
             if k > min(w0.shape):
                 raise ConfigError(f"training.regulariser.k={k} is larger than module {name} allows (weight "
                                   f"{tuple(w0.shape)}, so k <= {min(w0.shape)}); lower k or use energy instead.")
-            u, s, vh = torch.linalg.svd(w0.double(), full_matrices=False)
             weight = s[:k] / s[0] if cfg.weighting == "singular_value" else torch.ones(k, dtype=torch.float64)
             f32 = dict(dtype=torch.float32, device=w0.device)
             self.refs[name] = _Reference(module, k, u[:, :k].to(**f32), vh[:k].T.to(**f32), weight.to(**f32))
