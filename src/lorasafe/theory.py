@@ -23,7 +23,6 @@ Pure torch and numpy; ~1 minute on a laptop CPU with the defaults.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -145,10 +144,9 @@ def run_theory(cfg: TheoryConfig, out: Path, log: Callable[[str], None] = print)
     cells = [(d, s) for d in cfg.dims for s in cfg.seeds]
     for d, s in tqdm(cells, desc="theory: (d, seed) cells", leave=False):
         rows += one_cell(cfg, d, s)
-    with open(out / "theory.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    from lorasafe.reports.tidy import write_csv
+
+    write_csv(rows, out / "theory.csv")
     result = {"config": cfg.model_dump(), **fit(rows)}
     # Secondary, chosen after the first run showed saturation: with overshoot >= d the update cannot
     # put more directions into the d-dimensional base space, a regime no rate claim speaks of.

@@ -114,7 +114,9 @@ def analyze_run(run: Path, ks: tuple[int, ...] = DEFAULT_KS, log: Callable[[str]
     out = Path(run) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "geometry.csv"
-    write_rows(path, rows)
+    from lorasafe.reports.tidy import write_csv
+
+    write_csv(rows, path)
     log(f"{len(rows)} modules -> {path}")
     if plots:
         from lorasafe.reports.geometry_plot import overlap_by_layer_plot, stable_rank_plot
@@ -140,13 +142,6 @@ def geometry_summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
             "overlap_right": weighted([r[f"overlap_right@{k}"] for r in rows]),
             "random_left": weighted([k / r["out"] for r in rows]),
             "random_right": weighted([k / r["in"] for r in rows])}
-
-
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
