@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lorasafe.reports.plot import pyplot
+from lorasafe.reports.plot import pyplot, save
 
 
 def layer_overlap(rows: list[dict[str, Any]], k: int, side: str = "left") -> dict[int, tuple[float, float]]:
@@ -60,10 +60,7 @@ def stable_rank_plot(runs: dict[str, list[dict[str, Any]]], path: Path, title: s
     fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
     fig.subplots_adjust(right=0.9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.92, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path, rect=(0, 0, 0.92, 1))
 
 
 def overlap_by_layer_plot(runs: dict[str, list[dict[str, Any]]], path: Path, k: int, title: str) -> Path:
@@ -90,10 +87,7 @@ def overlap_by_layer_plot(runs: dict[str, list[dict[str, Any]]], path: Path, k: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def study_geometry_plots(name: str, rows: list[dict[str, Any]], out: Path) -> list[Path]:

@@ -21,6 +21,16 @@ def pyplot(what: str) -> Any:
     return plt
 
 
+def save(fig: Any, path: Path, **layout: Any) -> Path:
+    """Lay out, write and close a figure (closing matters: a sweep report draws many)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(**layout)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     plt = pyplot("The trade-off plot")
     pts = [r for r in rows if r.get("safety") is not None and r.get("reasoning") is not None]
@@ -49,7 +59,4 @@ def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.text(0.98, 0.02, "ideal: top right; square = base, diamond = full FT, circle = LoRA",
             transform=ax.transAxes, ha="right", fontsize=7, color="gray")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from lorasafe.reports.plot import pyplot
+from lorasafe.reports.plot import pyplot, save
 from lorasafe.reports.tidy import pairs_label, value_label
 
 AXES = (("adapter.rank", "rank"), ("adapter.modules", "target modules"), ("adapter.layers", "layer band"))
@@ -69,10 +69,7 @@ def pareto_plot(sets: list[Any], path: Path) -> Path:
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("safety vs reasoning: every checkpoint (thin lines: one run setting along training), "
                  "operating points", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def axis_plot(sets: list[Any], axis: str, title: str, path: Path) -> Path | None:
@@ -104,10 +101,7 @@ def axis_plot(sets: list[Any], axis: str, title: str, path: Path) -> Path | None
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle(f"{title} at the operating points (seed means)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
@@ -142,10 +136,7 @@ def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle("metrics along training (seed means; colour = setting, line style = learning rate or other "
                  "select_over value)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def all_plots(sets: list[Any], op: Any, out: Path) -> list[tuple[str, Path]]:

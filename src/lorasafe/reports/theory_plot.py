@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lorasafe.reports.plot import pyplot
+from lorasafe.reports.plot import pyplot, save
 
 
 def theory_plot(rows: list[dict[str, Any]], result: dict[str, Any], path: Path) -> Path:
@@ -37,7 +37,4 @@ def theory_plot(rows: list[dict[str, Any]], result: dict[str, Any], path: Path) 
     fig.suptitle(f"fit: excess ∝ overshoot^{result['b']:.2f} · d^{c:.2f} (95% CI of the d exponent "
                  f"[{c - h:.2f}, {c + h:.2f}]); inverse proportionality "
                  f"{'holds' if result['inverse_proportional'] else 'does not hold'}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
