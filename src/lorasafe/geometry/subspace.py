@@ -9,7 +9,6 @@ overlap near 1. `principal_angles` compares two column spaces. Imports torch onl
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,7 +75,3 @@ def principal_angles(x: Tensor, y: Tensor) -> Tensor:
     qy = torch.linalg.qr(y.double())[0]
     cos = torch.linalg.svdvals(qx.T @ qy).clamp(max=1.0)
     return torch.arccos(cos)
-
-
-def degrees(angles: Tensor) -> list[float]:
-    return [a * 180.0 / math.pi for a in angles.tolist()]

@@ -10,6 +10,7 @@ lives in `lorasafe.geometry`; tensors are read one matrix at a time (`models/wei
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -98,8 +99,7 @@ def measure(mu: ModuleUpdate, ks: tuple[int, ...]) -> dict[str, Any]:
         top = sub.top(k)
         for side in SIDES:
             row[f"overlap_{side}@{k}"] = overlap(u, top, side)
-        row[f"angle_deg@{k}"] = (float(principal_angles(lead, top.U)[0]) * 57.29577951308232
-                                 if lead is not None else float("nan"))
+        row[f"angle_deg@{k}"] = math.degrees(principal_angles(lead, top.U)[0]) if lead is not None else float("nan")
     return row
 
 
