@@ -241,3 +241,19 @@ def test_config_names_a_hub_suite_with_a_local_copy():
     assert ref.name == "math-500" and items and all(it.kind == "reasoning" and it.answer for it in items)
     with pytest.raises(Exception, match="exactly one"):
         load_config(ExperimentConfig, data={"data": {"eval": [{"hub": "math-500", "mini": "harmful-eval"}]}})
+
+
+def test_run_seed_orders_gpqa_options_and_world_seed_does_not():
+    from pathlib import Path
+
+    from lorasafe.config.loader import load_config
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.data.suites import load_suite
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "hub" / "gpqa-diamond.csv"
+    cfg = load_config(ExperimentConfig, data={"data": {"eval": [{"hub": "gpqa-diamond", "path": str(fixture),
+                                                                 "scorer": "choice"}]}})
+    ref = cfg.data.eval[0]
+    orders = {seed: [it.meta["options"] for it in load_suite(ref, cfg.think, option_seed=seed)] for seed in range(6)}
+    assert len({str(o) for o in orders.values()}) > 1  # seed replicas see different option orders
+    assert [it.meta["options"] for it in load_suite(ref, cfg.think, world_seed=5, option_seed=2)] == orders[2]

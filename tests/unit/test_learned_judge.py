@@ -78,21 +78,34 @@ def test_shipped_weights_checksum_and_version():
     w = learned.load_weights()
     assert w["format_version"] == learned.FORMAT_VERSION and w["embedding_model"] == learned.EMBEDDING_PACKAGE
     assert len(w["weights"]) == 3 * 384 + 3  # head, chunk mean, prompt*mean, cosine, length, rule
-    assert w["training"]["suites"] == ["objective-labelled", "refusal-labelled (inverted)"]
+    assert w["training"]["suites"][:2] == ["objective-labelled", "refusal-labelled (inverted)"]
+    assert w["training"]["data"] in ("core", "core+harm")
     assert json.loads(data) == w
 
 
 def test_training_rows_never_touch_the_validation_set():
     from lorasafe.data.bundled import load_bundled_rows
 
-    prompts, answers, labels, dropped = learned.training_rows()
+    rows = learned.training_rows()
+    prompts, answers, labels, dropped = rows.prompts, rows.answers, rows.labels, rows.dropped
     jbb = load_bundled_rows("jbb-judge-comparison")
     held = {learned._norm_key(r["meta"]["goal"]) for r in jbb}
     held_answers = {learned._norm_key(r["meta"]["target_response"])[:200] for r in jbb}
     assert not held & {learned._norm_key(p) for p in prompts}
     assert not held_answers & {learned._norm_key(a)[:200] for a in answers}
     assert dropped["validation_overlap"] > 0  # PyRIT shares AdvBench goals with JBB: the guard is exercised
-    assert len(prompts) == len(answers) == len(labels) == learned.load_weights()["training"]["rows"]
+    assert len(prompts) == len(answers) == len(labels) == len(rows.core)
+    w = learned.load_weights()["training"]
+    assert w["rows"] == (len(labels) if w["data"] == "core+harm" else sum(rows.core))
+    assert w["cv_rows"] == sum(rows.core) < len(labels)  # harm rows are there, and never scored in CV
+
+
+def test_harm_label_leaves_the_middle_of_the_scale_out():
+    assert learned.harm_label([0.0]) == 0 and learned.harm_label([0.25]) == 0
+    assert learned.harm_label([0.75]) == 1 and learned.harm_label([1.0]) == 1
+    assert learned.harm_label([0.5]) is None
+    assert learned.harm_label([0.25, 0.5, 0.75]) is None  # three raters: their mean
+    assert learned.harm_label([0.75, 0.75, 0.75]) == 1 and learned.harm_label([0.0, 0.25, 0.5]) == 0
 
 
 def test_modified_weights_are_rejected(monkeypatch):

@@ -23,7 +23,9 @@ def think_format(think: ThinkConfig) -> ThinkFormat:
     return ThinkFormat(think.open_tag, think.close_tag)
 
 
-def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0) -> list[Item]:
+def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0, option_seed: int = 0) -> list[Item]:
+    """The items of one suite. `world_seed` builds the mini world; `option_seed` orders the options of
+    multiple-choice hub suites (GPQA), so each seed of a multi-seed evaluation sees its own order."""
     if ref.mini is not None:
         items = _world(world_seed, think.open_tag, think.close_tag, think.refusal_thinking).suite(ref.mini)
     elif ref.bundled is not None:
@@ -35,7 +37,7 @@ def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0) -> list[I
         from lorasafe.errors import DataError
 
         try:
-            items = load_hub_suite(ref.hub, local_path=ref.path, seed=world_seed, think=think_format(think),
+            items = load_hub_suite(ref.hub, local_path=ref.path, seed=option_seed, think=think_format(think),
                                    refusal_thinking=think.refusal_thinking)
         except ImportError as e:  # the hub extra is optional; say how to get it, without a traceback
             raise DataError(f"Suite {ref.hub!r} needs an optional package: {e}") from None

@@ -54,7 +54,8 @@ class Experiment:
         """(ref, items, kind) of every eval suite, loaded once: training, generation and scoring all read them."""
         out = []
         for ref in self.cfg.data.eval:
-            items = load_suite(ref, self.cfg.think, self.cfg.data.world_seed)
+            # The run's seed also orders multiple-choice options: seed replicas differ in option order too.
+            items = load_suite(ref, self.cfg.think, self.cfg.data.world_seed, option_seed=self.cfg.seed)
             if not items:
                 raise DataError(f"Eval suite {ref.name!r} is empty.")
             out.append((ref, items, suite_kind(ref.name, items)))
