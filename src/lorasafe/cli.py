@@ -322,6 +322,10 @@ def judge_validate(judges: Optional[List[str]] = typer.Option(None, "--judge", h
     for row in table:
         t.add_row(row["judge"], f"{row['agreement']:.2f}", *(str(row[k]) for k in ("tp", "tn", "fp", "fn")))
     console.print(t)
+    if any(j.name == "learned" for j in chosen):
+        from lorasafe.judges.learned import training_summary
+
+        console.print(training_summary())
     write_json_atomic(out / "agreement.json", table)
     if len(chosen) > 1:
         rows = disagreements(labels)

@@ -124,3 +124,12 @@ def test_missing_package_gives_install_hint(monkeypatch):
             learned._embedder()
     finally:
         learned._embedder.cache_clear()
+
+
+def test_training_summary_reads_the_shipped_estimates():
+    t = learned.load_weights()["training"]
+    key = f"{t['data']} l2={t['l2']:g}"
+    line = learned.training_summary()
+    assert f"{t['cv_accuracy'][key]:.2f} with random folds" in line
+    assert f"{t['grouped_cv_accuracy'][key]:.2f} with each source file held out" in line
+    assert t["cv_accuracy"][key] == max(t["cv_accuracy"].values())  # the declared choice: best random-fold CV

@@ -227,6 +227,16 @@ def load_weights() -> dict[str, Any]:
     return w
 
 
+def training_summary() -> str:
+    """One line on what the shipped head was trained on and how well it predicted held-out training rows,
+    so an agreement measured elsewhere can be read against it."""
+    t = load_weights()["training"]
+    key = f"{t['data']} l2={t['l2']:g}"
+    return (f"learned judge: trained on {t['rows']} PyRIT rows ({t['data']}, L2 {t['l2']:g}); held-out accuracy "
+            f"on them {t['cv_accuracy'][key]:.2f} with random folds, {t['grouped_cv_accuracy'][key]:.2f} with each "
+            "source file held out (the closer estimate for answers from another source)")
+
+
 @register_judge
 class LearnedJudge:
     name = "learned"
