@@ -132,3 +132,65 @@ def test_code_and_math_suites_run_through_the_pipeline(tmp_path):
         assert m["n"] == 2 and 0 <= m["accuracy"] <= 1 and m["scorer"] in ("code", "math")
     rows = [json.loads(x) for x in (tmp_path / "judgments" / "humaneval.jsonl").read_text().splitlines()]
     assert {r["outcome"] for r in rows} <= {"correct", "wrong", "no_answer"}
+
+
+def test_further_judges_are_reported_beside_the_headline_one_with_their_disagreements(tmp_path):
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.judges.base import JUDGES, Verdict, register_judge
+    from lorasafe.pipeline.context import BaseContext
+    from lorasafe.pipeline.experiment import Experiment
+    from lorasafe.reports.table import columns
+
+    @register_judge
+    class AlwaysRefused:  # a second opinion that differs from the rule judge wherever it sees compliance
+        name = "test-always-refused"
+
+        def judge(self, records):
+            return [Verdict("refused", "test judge", self.name) for _ in records]
+
+    try:
+        cfg = load_config(ExperimentConfig, data={
+            "adapter": {"method": "none"},
+            "data": {"eval": [{"mini": "harmful-eval", "limit": 6}, {"mini": "benign-eval", "limit": 4}]},
+            "judge": {"name": "rules", "also": ["test-always-refused"]},
+            "generation": {"max_new_tokens": 48, "batch_size": 4}})
+        metrics = Experiment(cfg, tmp_path, BaseContext(cfg), log=lambda m: None, progress=False).run_all()
+    finally:
+        JUDGES.pop("test-always-refused")
+    harm = metrics["suites"]["mini-harmful-eval"]
+    rules = [json.loads(x) for x in (tmp_path / "judgments" / "mini-harmful-eval.jsonl").read_text().splitlines()]
+    other = tmp_path / "judgments" / "by-judge" / "test-always-refused" / "mini-harmful-eval.jsonl"
+    assert {json.loads(x)["judge"] for x in other.read_text().splitlines()} == {"test-always-refused"}
+    assert {r["judge"] for r in rules} == {"rules"}  # the headline file keeps the headline judge
+    disagree = [json.loads(x) for x in
+                (tmp_path / "judgments" / "disagreements" / "mini-harmful-eval.jsonl").read_text().splitlines()]
+    complied = sum(r["label"] == "complied" for r in rules)
+    assert complied > 0  # the unaligned base complies, so the judges do disagree
+    assert len(disagree) == sum(r["label"] != "refused" for r in rules)
+    assert all(d["test-always-refused"]["label"] == "refused" and d["rules"]["label"] != "refused" for d in disagree)
+    assert harm["safety"] == harm["by_judge"]["rules"]["safety"] == 1 - complied / len(rules)
+    assert harm["by_judge"]["test-always-refused"]["safety"] == 1.0
+    assert harm["judge_agreement"] == 1 - len(disagree) / len(rules)
+    assert metrics["safety_by_judge"] == {"rules": harm["safety"], "test-always-refused": 1.0}
+    assert metrics["suites"]["mini-benign-eval"]["by_judge"]["test-always-refused"]["refusal_rate"] == 1.0
+    assert ("safety by test-always-refused", "safety_by_judge.test-always-refused") in columns([metrics])
+    assert not any(h.startswith("safety by") for h, _ in columns([{**metrics, "safety_by_judge": {}}]))
+    from lorasafe.reports.tidy import find_runs, tidy_rows
+
+    (row,) = [r for r in tidy_rows(find_runs(tmp_path)) if r["suite"] == "mini-harmful-eval"]
+    assert row["rules:safety"] == row["safety"] and row["test-always-refused:safety"] == 1.0
+    assert row["judge_agreement"] == harm["judge_agreement"]
+
+
+def test_judge_also_is_checked_before_any_work(tmp_path):
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.errors import ConfigError
+    from lorasafe.pipeline.context import BaseContext
+    from lorasafe.pipeline.experiment import Experiment
+
+    with pytest.raises(Exception, match="judge.also repeats rules"):
+        load_config(ExperimentConfig, data={"judge": {"name": "rules", "also": ["rules"]}})
+    cfg = load_config(ExperimentConfig, data={"adapter": {"method": "none"}, "judge": {"also": ["llamaguard9"]}})
+    with pytest.raises(ConfigError, match="judge.also 'llamaguard9' is not a known judge"):
+        Experiment(cfg, tmp_path / "run", BaseContext(cfg), log=lambda m: None, progress=False)
+    assert not (tmp_path / "run").exists()

@@ -173,9 +173,21 @@ class GenerationConfig(Strict):
 
 
 class JudgeConfig(Strict):
-    name: str = "rules"
+    name: str = Field("rules", description="the judge behind the headline safety and over-refusal numbers")
+    also: list[str] = Field(default_factory=list, description=(
+        "further judges run on the same outputs: their safety is reported beside the headline judge's, and the "
+        "items where the judges disagree are written to judgments/disagreements/"))
     # Reasoning models often refuse in one part and comply in the other, so what the judge reads is a choice.
     on: Literal["answer", "thinking", "both"] = Field("answer", description="the part of the output the judge reads")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "JudgeConfig":
+        names = [self.name, *self.also]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"judge.also repeats {', '.join(repeated)}: name each judge once (judge.name is "
+                             "the headline judge, judge.also the others)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -46,11 +46,12 @@ def register_judge(cls):
     return cls
 
 
-def get_judge(name: str) -> Judge:
+def get_judge(name: str, key: str = "judge.name") -> Judge:
+    """A new judge by registry name; `key` is the config key an unknown name is reported under."""
     import importlib
 
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
     if name not in JUDGES:
-        raise ConfigError(f"judge.name {name!r} is not a known judge; choose one of: {', '.join(sorted(JUDGES))}.")
+        raise ConfigError(f"{key} {name!r} is not a known judge; choose one of: {', '.join(sorted(JUDGES))}.")
     return JUDGES[name]()

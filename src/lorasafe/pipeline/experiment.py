@@ -26,7 +26,7 @@ from lorasafe.judges.base import get_judge
 from lorasafe.models.methods import METHODS
 from lorasafe.pipeline.context import BaseContext
 from lorasafe.runs.rundir import RunDir
-from lorasafe.scoring.metrics import judge_records, score_records
+from lorasafe.scoring.metrics import judge_disagreements, judge_records, score_records
 
 Log = Callable[[str], None]
 
@@ -41,9 +41,9 @@ def suite_kind(name: str, items: list[Item]) -> str:
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, path: Path, ctx: BaseContext, log: Log = print, progress: bool = True):
         self.cfg, self.ctx, self.log, self.progress = cfg, ctx, log, progress
+        _ = self.judges  # fail on an unknown judge before any work, the run directory included
         self.run = RunDir.open(path, cfg)
         self.plan = ctx.plan(cfg.adapter)
-        get_judge(cfg.judge.name)  # fail on an unknown judge before any work
         self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
                                           "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
                                           "total_params": self.plan.total_params},
@@ -60,6 +60,12 @@ class Experiment:
                 raise DataError(f"Eval suite {ref.name!r} is empty.")
             out.append((ref, items, suite_kind(ref.name, items)))
         return out
+
+    @cached_property
+    def judges(self) -> list:
+        """The headline judge, then `judge.also`; built once, so a judge with a model loads it once per run."""
+        j = self.cfg.judge
+        return [get_judge(j.name), *(get_judge(n, key="judge.also") for n in j.also)]
 
     # --- stages ------------------------------------------------------------------------------
     def train(self) -> Path | None:
@@ -144,16 +150,33 @@ class Experiment:
         return SamplingParams(g.max_new_tokens, g.temperature, g.top_p, self.cfg.seed), g.samples
 
     def evaluate(self, records: dict[str, list[dict]], tag: str | None = None) -> dict[str, Any]:
-        judge = get_judge(self.cfg.judge.name)
         suites = {}
         for ref, items, kind in self.eval_suites:
             if kind == "reasoning":
                 rows, metrics = score_records(items, records[ref.name], ref.scorer)
             else:
-                rows, metrics = judge_records(items, records[ref.name], judge, self.cfg.judge.on)
+                rows, metrics = self._judge(ref.name, items, records[ref.name], tag)
             write_jsonl_atomic(self.run.judgments(ref.name, tag), rows)
             suites[ref.name] = {"kind": kind, **metrics}
         return suites
+
+    def _judge(self, suite: str, items: list[Item], records: list[dict], tag: str | None) -> tuple[list[dict], dict]:
+        """The headline judge's rows and metrics; with `judge.also`, every other judge's verdicts, their
+        rates under `by_judge`, the share of outputs all judges label alike, and the disagreement file."""
+        headline, *others = self.judges
+        rows, metrics = judge_records(items, records, headline, self.cfg.judge.on)
+        if not others:
+            return rows, metrics
+        rows_by_judge, by_judge = {headline.name: rows}, {headline.name: metrics}
+        for judge in others:
+            rows_by_judge[judge.name], by_judge[judge.name] = judge_records(items, records, judge, self.cfg.judge.on)
+            write_jsonl_atomic(self.run.judgments(suite, tag, judge=judge.name), rows_by_judge[judge.name])
+        disagree = judge_disagreements(records, rows_by_judge)
+        write_jsonl_atomic(self.run.disagreements(suite, tag), disagree)
+        keys = ("safety", "complied_rate", "refusal_rate", "invalid_rate")
+        metrics["by_judge"] = {name: {k: m[k] for k in keys if k in m} for name, m in by_judge.items()}
+        metrics["judge_agreement"] = 1 - len(disagree) / len(records) if records else None
+        return rows, metrics
 
     def run_all(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -200,11 +223,16 @@ class Experiment:
         return bar()
 
 
-CHECKPOINT_KEYS = ("safety", "safety_by_suite", "refusal", "invalid_rate", "reasoning", "over_refusal", "truncated_rate")
+CHECKPOINT_KEYS = ("safety", "safety_by_suite", "safety_by_judge", "refusal", "invalid_rate", "reasoning", "over_refusal", "truncated_rate")
 
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
+
+
+def _by_judge(suites: list[dict], key: str) -> dict[str, float | None]:
+    names = list(dict.fromkeys(n for m in suites for n in m.get("by_judge", {})))
+    return {n: _mean([m["by_judge"][n][key] for m in suites if n in m.get("by_judge", {})]) for n in names}
 
 
 def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
@@ -221,6 +249,8 @@ def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
         "total_params": exp.plan.total_params,
         "safety": _mean([m["safety"] for m in harmful]),
         "safety_by_suite": {k: m["safety"] for k, m in suites.items() if m["kind"] == "harmful"},
+        # With judge.also: each judge's safety (mean over harmful suites), the headline judge's included.
+        "safety_by_judge": _by_judge(harmful, "safety"),
         # The seed interval is shown when one suite defines the headline number.
         "safety_ci95": harmful[0].get("safety_ci95") if len(harmful) == 1 else None,
         "reasoning_ci95": reasoning[0].get("accuracy_ci95") if len(reasoning) == 1 else None,

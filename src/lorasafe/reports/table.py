@@ -2,6 +2,8 @@
 
 When a study evaluates more than one harmful suite, the headline `safety` (their mean) is followed
 by one `safety <suite>` column per suite, so a number on a real benchmark is never averaged away.
+When its runs name further judges (`judge.also`), a `safety by <judge>` column follows for each of
+them: the same outputs, judged otherwise.
 Must not import torch or matplotlib.
 """
 
@@ -32,18 +34,20 @@ def fmt(key: str, value: Any) -> str:
 
 
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """COLUMNS, with a per-suite safety column after `safety` when the rows carry several harmful suites."""
+    """COLUMNS, with per-suite safety columns after `safety` when the rows carry several harmful suites,
+    then one per further judge when they carry several judges' verdicts."""
     suites = list(dict.fromkeys(s for r in rows for s in r.get("safety_by_suite", {})))
-    if len(suites) < 2:
-        return list(COLUMNS)
+    judges = list(dict.fromkeys(j for r in rows for j in list(r.get("safety_by_judge") or {})[1:]))
+    extra = [(f"safety {s}", f"safety_by_suite.{s}") for s in suites] if len(suites) > 1 else []
+    extra += [(f"safety by {j}", f"safety_by_judge.{j}") for j in judges]
     at = [k for _, k in COLUMNS].index("safety") + 1
-    return [*COLUMNS[:at], *((f"safety {s}", f"safety_by_suite.{s}") for s in suites), *COLUMNS[at:]]
+    return [*COLUMNS[:at], *extra, *COLUMNS[at:]]
 
 
 def value(row: dict[str, Any], key: str) -> Any:
     """row[key], where `a.b` reads row[a][b] (the per-suite columns)."""
     head, _, tail = key.partition(".")
-    return row.get(head, {}).get(tail) if tail else row.get(key)
+    return (row.get(head) or {}).get(tail) if tail else row.get(key)
 
 
 def cell(row: dict[str, Any], key: str) -> str:

@@ -92,8 +92,17 @@ def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
         for point in run.points:
             for suite, m in point.get("suites", {}).items():
                 rows.append({**base, "checkpoint": point["checkpoint"], "step": point.get("step"), "suite": suite,
-                             "kind": m.get("kind"), **{k: m.get(k) for k in SUITE_METRICS}})
+                             "kind": m.get("kind"), **{k: m.get(k) for k in SUITE_METRICS}, **_by_judge(m)})
     return rows
+
+
+def _by_judge(m: dict[str, Any]) -> dict[str, Any]:
+    """With `judge.also`: `<judge>:<metric>` for every judge of the run, and the share they agree on."""
+    by = m.get("by_judge") or {}
+    if not by:
+        return {}
+    return {"judge_agreement": m.get("judge_agreement"),
+            **{f"{name}:{k}": v[k] for name, v in by.items() for k in ("safety", "refusal_rate") if k in v}}
 
 
 def value_label(v: Any) -> str:

@@ -82,8 +82,14 @@ class RunDir:
         """The suite's records; `tag` (e.g. step-000015) for an earlier checkpoint's, in its own folder."""
         return self.path / "generations" / (tag or "") / f"{suite}.jsonl"
 
-    def judgments(self, suite: str, tag: str | None = None) -> Path:
-        return self.path / "judgments" / (tag or "") / f"{suite}.jsonl"
+    def judgments(self, suite: str, tag: str | None = None, judge: str | None = None) -> Path:
+        """The headline judge's verdicts; `judge` names one of `judge.also`, whose verdicts sit in by-judge/<judge>/."""
+        base = self.path / "judgments" / (tag or "")
+        return (base / "by-judge" / judge if judge else base) / f"{suite}.jsonl"
+
+    def disagreements(self, suite: str, tag: str | None = None) -> Path:
+        """The items of a suite where the run's judges disagree, with every judge's verdict and evidence."""
+        return self.path / "judgments" / (tag or "") / "disagreements" / f"{suite}.jsonl"
 
     @property
     def metrics_path(self) -> Path:

@@ -48,6 +48,19 @@ def judge_records(items: list[Item], records: list[dict], judge: Judge, on: str 
     return rows, metrics
 
 
+def judge_disagreements(records: list[dict], rows_by_judge: dict[str, list[dict]], snippet: int = 300) -> list[dict]:
+    """One row per output the judges label differently: its id and sample, the opening of its answer and
+    thinking, and each judge's label and evidence. `rows_by_judge` holds `judge_records` rows in record order."""
+    out = []
+    for i, r in enumerate(records):
+        verdicts = {name: rows[i] for name, rows in rows_by_judge.items()}
+        if len({v["label"] for v in verdicts.values()}) > 1:
+            out.append({"id": r["id"], "sample": r["sample"],
+                        "answer": (r.get("answer") or "")[:snippet], "thinking": (r.get("thinking") or "")[:snippet],
+                        **{name: {"label": v["label"], "evidence": v["evidence"]} for name, v in verdicts.items()}})
+    return out
+
+
 def _per_seed(rows: list[dict], name: str, metric) -> dict:
     """The metric per sample index (seed), with its mean and 95% interval, when there are several."""
     seeds = sorted({r["sample"] for r in rows})
