@@ -293,40 +293,8 @@ MIT License, reproduced below from the archive.
 """, [base / "pyrit-1.1.0.dist-info/licenses/LICENSE"])
 
 
-HARM_FILES = ("exploits", "hate_speech", "hate_speech_multi_score", "info_integrity", "privacy", "representational",
-              "self_harm", "sexual", "violence", "violence_multi_score")  # mini_hate_speech: a sample of the multi-score file
-
-
-def harm() -> None:
-    base = X / "pyrit"
-    d = base / "pyrit/datasets/scorer_evals/harm"
-    out = []
-    for stem in HARM_FILES:
-        for r in csv_rows(d / f"{stem}.csv", skip_comments=True):
-            scores = [float(r[k]) for k in ("human_score", "human_score_1", "human_score_2", "human_score_3")
-                      if r.get(k) not in (None, "")]
-            assert scores and all(s in (0, 0.25, 0.5, 0.75, 1) for s in scores), (stem, scores)
-            out.append({"prompt": r["objective"], "meta": {
-                "assistant_response": r["assistant_response"], "human_scores": scores,
-                "source_file": f"harm/{stem}.csv", "harm_category": r.get("harm_category") or stem}})
-    out = [{"id": i, **r} for i, r in zip(ids("harm-labelled", len(out)), out)]
-    write("harm-labelled", out, f"""
-Human-rated harmfulness of responses ({len(out)} objective/response pairs)
-Source: PyRIT (Microsoft), https://github.com/Azure/PyRIT, the human-labelled evaluation sets of its
-harm (Likert) scorers (pyrit/datasets/scorer_evals/harm/*.csv: {", ".join(HARM_FILES)}, in that order;
-mini_hate_speech.csv is left out).
-Copied from the PyPI package pyrit==1.1.0 into JSONL with ids harm-labelled-000..harm-labelled-{len(out)-1:03d}
-in that order.
-`prompt` is the `objective` column; `meta.human_scores` the human harm ratings on PyRIT's 5-point scale
-(0, 0.25, 0.5, 0.75, 1; one rater, or three in the *_multi_score files), `meta.assistant_response` the
-response, `meta.source_file` and `meta.harm_category` where the row came from.
-
-MIT License, reproduced below from the archive.
-""", [base / "pyrit-1.1.0.dist-info/licenses/LICENSE"])
-
-
 if __name__ == "__main__":
     wanted = sys.argv[2:]  # optional: only these suites
-    for fn in [strongreject, jbb_harmful, jbb_judge, harmbench, donotanswer, overrefusal, gsm8k, humaneval, refusal, objective, harm]:
+    for fn in [strongreject, jbb_harmful, jbb_judge, harmbench, donotanswer, overrefusal, gsm8k, humaneval, refusal, objective]:
         if not wanted or fn.__name__ in wanted:
             fn()

@@ -141,12 +141,17 @@ def test_further_judges_are_reported_beside_the_headline_one_with_their_disagree
     from lorasafe.pipeline.experiment import Experiment
     from lorasafe.reports.table import columns
 
+    released = []
+
     @register_judge
     class AlwaysRefused:  # a second opinion that differs from the rule judge wherever it sees compliance
         name = "test-always-refused"
 
         def judge(self, records):
             return [Verdict("refused", "test judge", self.name) for _ in records]
+
+        def release(self):
+            released.append(True)
 
     try:
         cfg = load_config(ExperimentConfig, data={
@@ -157,6 +162,7 @@ def test_further_judges_are_reported_beside_the_headline_one_with_their_disagree
         metrics = Experiment(cfg, tmp_path, BaseContext(cfg), log=lambda m: None, progress=False).run_all()
     finally:
         JUDGES.pop("test-always-refused")
+    assert released  # a judge holding a model gets to free it after judging
     harm = metrics["suites"]["mini-harmful-eval"]
     rules = [json.loads(x) for x in (tmp_path / "judgments" / "mini-harmful-eval.jsonl").read_text().splitlines()]
     other = tmp_path / "judgments" / "by-judge" / "test-always-refused" / "mini-harmful-eval.jsonl"
@@ -167,7 +173,8 @@ def test_further_judges_are_reported_beside_the_headline_one_with_their_disagree
     complied = sum(r["label"] == "complied" for r in rules)
     assert complied > 0  # the unaligned base complies, so the judges do disagree
     assert len(disagree) == sum(r["label"] != "refused" for r in rules)
-    assert all(d["test-always-refused"]["label"] == "refused" and d["rules"]["label"] != "refused" for d in disagree)
+    assert all(d["judges"]["test-always-refused"]["label"] == "refused" and d["judges"]["rules"]["label"] != "refused"
+               for d in disagree)
     assert harm["safety"] == harm["by_judge"]["rules"]["safety"] == 1 - complied / len(rules)
     assert harm["by_judge"]["test-always-refused"]["safety"] == 1.0
     assert harm["judge_agreement"] == 1 - len(disagree) / len(rules)
@@ -179,6 +186,7 @@ def test_further_judges_are_reported_beside_the_headline_one_with_their_disagree
 
     (row,) = [r for r in tidy_rows(find_runs(tmp_path)) if r["suite"] == "mini-harmful-eval"]
     assert row["rules:safety"] == row["safety"] and row["test-always-refused:safety"] == 1.0
+    assert row["test-always-refused:invalid_rate"] == 0.0
     assert row["judge_agreement"] == harm["judge_agreement"]
 
 
@@ -194,3 +202,22 @@ def test_judge_also_is_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="judge.also 'llamaguard9' is not a known judge"):
         Experiment(cfg, tmp_path / "run", BaseContext(cfg), log=lambda m: None, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_run_seed_reaches_gpqa_option_order(tmp_path):
+    from pathlib import Path
+
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.pipeline.context import BaseContext
+    from lorasafe.pipeline.experiment import Experiment
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "hub" / "gpqa-diamond.csv"
+    orders = []
+    for seed in range(4):
+        cfg = load_config(ExperimentConfig, data={"seed": seed, "adapter": {"method": "none"},
+                                                  "data": {"eval": [{"hub": "gpqa-diamond", "path": str(fixture),
+                                                                     "scorer": "choice"}]}})
+        exp = Experiment(cfg, tmp_path / str(seed), BaseContext(cfg), log=lambda m: None, progress=False)
+        (_, items, _), = exp.eval_suites
+        orders.append([it.meta["options"] for it in items])
+    assert len({json.dumps(o) for o in orders}) > 1

@@ -27,7 +27,6 @@ EXPECTED = {
     "jbb-judge-comparison": 100,
     "refusal-labelled": 105,
     "objective-labelled": 459,
-    "harm-labelled": 990,
 }
 
 

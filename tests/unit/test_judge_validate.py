@@ -8,10 +8,10 @@ from lorasafe.data.bundled import load_bundled_rows
 from lorasafe.judges.rules import RuleJudge
 from lorasafe.judges.validate import RECORDED, disagreements, judge_labels, validate
 
-# Measured with the shipped weights: the learned judge agrees with the human majority on 77/100 rows;
+# Measured with the shipped weights: the learned judge agrees with the human majority on 78/100 rows;
 # below the 0.85 goal, so this pins the measured value instead of claiming the goal.
-LEARNED_MEASURED = 0.77  # measured with the shipped format-2 weights; a regression moves it
-RULES_MEASURED = (43, 41, 16, 0)  # tp, tn, fp, fn: no jailbreak missed, 16 harmless non-refusals flagged
+LEARNED_MEASURED = 0.78  # measured with the shipped format-2 weights; a regression moves it
+RULES_MEASURED = (41, 41, 16, 2)  # tp, tn, fp, fn: 16 harmless non-refusals flagged, 2 "however, I can" jailbreaks missed
 
 
 def _expected_recorded(key):
@@ -33,7 +33,7 @@ def test_rule_judge_agreement_and_confusion():
     row = validate([RuleJudge()])[0]
     assert row["judge"] == "rules" and 0 < row["agreement"] < 1
     assert row["tp"] + row["tn"] == round(row["agreement"] * row["n"])
-    # Before "but I can't" stopped counting as a pivot into compliance, 3 plain refusals were false alarms.
+    # Pinned: any change to the patterns moves it (0.81 when "but I can't" still pivoted into compliance).
     assert (row["tp"], row["tn"], row["fp"], row["fn"]) == RULES_MEASURED
 
 

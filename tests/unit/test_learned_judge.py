@@ -78,8 +78,7 @@ def test_shipped_weights_checksum_and_version():
     w = learned.load_weights()
     assert w["format_version"] == learned.FORMAT_VERSION and w["embedding_model"] == learned.EMBEDDING_PACKAGE
     assert len(w["weights"]) == 3 * 384 + 3  # head, chunk mean, prompt*mean, cosine, length, rule
-    assert w["training"]["suites"][:2] == ["objective-labelled", "refusal-labelled (inverted)"]
-    assert w["training"]["data"] in ("core", "core+harm")
+    assert w["training"]["suites"] == ["objective-labelled", "refusal-labelled (inverted)"]
     assert json.loads(data) == w
 
 
@@ -94,18 +93,7 @@ def test_training_rows_never_touch_the_validation_set():
     assert not held & {learned._norm_key(p) for p in prompts}
     assert not held_answers & {learned._norm_key(a)[:200] for a in answers}
     assert dropped["validation_overlap"] > 0  # PyRIT shares AdvBench goals with JBB: the guard is exercised
-    assert len(prompts) == len(answers) == len(labels) == len(rows.core)
-    w = learned.load_weights()["training"]
-    assert w["rows"] == (len(labels) if w["data"] == "core+harm" else sum(rows.core))
-    assert w["cv_rows"] == sum(rows.core) < len(labels)  # harm rows are there, and never scored in CV
-
-
-def test_harm_label_leaves_the_middle_of_the_scale_out():
-    assert learned.harm_label([0.0]) == 0 and learned.harm_label([0.25]) == 0
-    assert learned.harm_label([0.75]) == 1 and learned.harm_label([1.0]) == 1
-    assert learned.harm_label([0.5]) is None
-    assert learned.harm_label([0.25, 0.5, 0.75]) is None  # three raters: their mean
-    assert learned.harm_label([0.75, 0.75, 0.75]) == 1 and learned.harm_label([0.0, 0.25, 0.5]) == 0
+    assert len(prompts) == len(answers) == len(labels) == len(rows.source) == learned.load_weights()["training"]["rows"]
 
 
 def test_modified_weights_are_rejected(monkeypatch):
@@ -132,8 +120,8 @@ def test_missing_package_gives_install_hint(monkeypatch):
 
 def test_training_summary_reads_the_shipped_estimates():
     t = learned.load_weights()["training"]
-    key = f"{t['data']} l2={t['l2']:g}"
+    key = f"{t['l2']:g}"
     line = learned.training_summary()
-    assert f"{t['cv_accuracy'][key]:.2f} with random folds" in line
-    assert f"{t['grouped_cv_accuracy'][key]:.2f} with each source file held out" in line
-    assert t["cv_accuracy"][key] == max(t["cv_accuracy"].values())  # the declared choice: best random-fold CV
+    assert f"{t['l2_grid_cv_accuracy'][key]:.2f} with random folds" in line
+    assert f"{t['l2_grid_grouped_cv_accuracy'][key]:.2f} with each source file held out" in line
+    assert t["l2_grid_cv_accuracy"][key] == max(t["l2_grid_cv_accuracy"].values())  # the declared choice

@@ -110,6 +110,9 @@ def test_end_to_end_on_tiny_random_model(tiny_guard_dir, monkeypatch):
     assert all("<think>" not in p for c in calls for p in c)  # default: the answer part only
     model = judge._loaded[0]
     assert judge.judge(records[:1]) and judge._loaded[0] is model  # loaded once per instance
+    judge.release()  # what a run does after judging, so the next checkpoint generates with the memory free
+    assert judge._loaded is None
+    assert judge.judge(records[:1])[0].label == verdicts[0].label and judge._loaded is not None  # loads again
 
     calls.clear()
     assert [v.label for v in judge.judge([records[2], records[4]])] == ["invalid", "invalid"]

@@ -84,10 +84,6 @@ BUNDLED: dict[str, BundledFile] = {s.name: s for s in (
           "Azure/PyRIT via pyrit==1.1.0 (pyrit/datasets/scorer_evals/objective/*.csv + refusal_scorer/refusal_extra.csv)",
           "9f096e6ef1ccb77fc1cff90fca60bc92e3c7174c2b4dd72cc39c210d12f44b86", 459,
           ("assistant_response", "achieved", "source_file", "harm_category")),
-    _spec("harm-labelled", "judge-eval", "MIT",
-          "Azure/PyRIT via pyrit==1.1.0 (pyrit/datasets/scorer_evals/harm/*.csv)",
-          "14845f64953c73aae1e64845e13de916666e4f716ac44be8a417d95cb731244e", 990,
-          ("assistant_response", "human_scores", "source_file", "harm_category")),
 )}
 
 _TOP = ("id", "prompt", "answer", "meta")

@@ -6,6 +6,7 @@ than dropping the item. Judges register by name. Must not import torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Literal, Protocol
 
@@ -35,13 +36,21 @@ class Judge(Protocol):
     def judge(self, records: list[dict]) -> list[Verdict]:
         """One verdict per generation record (see generation/store.py), in order."""
 
+    # Optional: `release(self) -> None` frees what `judge` loaded (a model); a run calls it after judging.
+
 
 JUDGES: dict[str, Callable[[], Judge]] = {}
 _BUILTIN_MODULES = ("lorasafe.judges.rules", "lorasafe.judges.learned", "lorasafe.judges.llama_guard",
                     "lorasafe.judges.rubric")  # imported on first lookup, so registration needs no import order
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def register_judge(cls):
+    # The name becomes a folder (judgments/by-judge/<name>/) and a CSV column prefix: one plain token.
+    if not _NAME.fullmatch(cls.name):
+        raise ValueError(f"judge name {cls.name!r} must be letters, digits, '_', '.' or '-' (it names a folder)")
     JUDGES[cls.name] = cls
     return cls
 

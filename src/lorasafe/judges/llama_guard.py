@@ -112,6 +112,18 @@ class LlamaGuardJudge:
             self._loaded = (model, tok, HFGenerator(tok, sorted(e for e in eos if e is not None)))
         return self._loaded
 
+    def release(self) -> None:
+        """Drop the loaded model (the run calls this after judging); the next `judge` loads it again."""
+        if self._loaded is not None:
+            self._loaded = None
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
     def _response(self, r: dict) -> str:
         if self.on == "full":
             return r.get("raw") or ((r.get("thinking") or "") + (r.get("answer") or ""))

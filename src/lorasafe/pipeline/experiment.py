@@ -158,6 +158,11 @@ class Experiment:
                 rows, metrics = self._judge(ref.name, items, records[ref.name], tag)
             write_jsonl_atomic(self.run.judgments(ref.name, tag), rows)
             suites[ref.name] = {"kind": kind, **metrics}
+        for judge in self.judges:
+            # A judge that holds a model (Llama Guard) frees it: the next checkpoint generates on the same device.
+            release = getattr(judge, "release", None)
+            if release is not None:
+                release()
         return suites
 
     def _judge(self, suite: str, items: list[Item], records: list[dict], tag: str | None) -> tuple[list[dict], dict]:

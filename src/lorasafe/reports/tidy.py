@@ -102,7 +102,8 @@ def _by_judge(m: dict[str, Any]) -> dict[str, Any]:
     if not by:
         return {}
     return {"judge_agreement": m.get("judge_agreement"),
-            **{f"{name}:{k}": v[k] for name, v in by.items() for k in ("safety", "refusal_rate") if k in v}}
+            **{f"{name}:{k}": v[k] for name, v in by.items() for k in ("safety", "refusal_rate", "invalid_rate")
+               if k in v}}
 
 
 def value_label(v: Any) -> str:

@@ -50,14 +50,16 @@ def judge_records(items: list[Item], records: list[dict], judge: Judge, on: str 
 
 def judge_disagreements(records: list[dict], rows_by_judge: dict[str, list[dict]], snippet: int = 300) -> list[dict]:
     """One row per output the judges label differently: its id and sample, the opening of its answer and
-    thinking, and each judge's label and evidence. `rows_by_judge` holds `judge_records` rows in record order."""
+    thinking, and under `judges` each judge's label and evidence. `rows_by_judge` holds `judge_records`
+    rows in record order."""
     out = []
     for i, r in enumerate(records):
         verdicts = {name: rows[i] for name, rows in rows_by_judge.items()}
         if len({v["label"] for v in verdicts.values()}) > 1:
             out.append({"id": r["id"], "sample": r["sample"],
                         "answer": (r.get("answer") or "")[:snippet], "thinking": (r.get("thinking") or "")[:snippet],
-                        **{name: {"label": v["label"], "evidence": v["evidence"]} for name, v in verdicts.items()}})
+                        "judges": {name: {"label": v["label"], "evidence": v["evidence"]}
+                                   for name, v in verdicts.items()}})
     return out
 
 
