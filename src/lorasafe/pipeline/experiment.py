@@ -228,7 +228,8 @@ class Experiment:
         return bar()
 
 
-CHECKPOINT_KEYS = ("safety", "safety_by_suite", "safety_by_judge", "refusal", "invalid_rate", "reasoning", "over_refusal", "truncated_rate")
+CHECKPOINT_KEYS = ("safety", "safety_by_suite", "safety_by_judge", "refusal", "invalid_rate", "reasoning",
+                   "over_refusal", "truncated_rate")
 
 
 def _mean(xs: list[float]) -> float | None:
