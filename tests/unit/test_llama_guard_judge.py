@@ -130,3 +130,12 @@ def test_full_mode_and_truncation_keep_the_beginning(tiny_guard_dir, monkeypatch
     assert "<think>hmm</think>Sure" in prompt and long not in prompt  # beginning kept, end dropped
     with pytest.raises(ValueError):
         lg.LlamaGuardJudge(on="thinking")
+
+
+def test_a_missing_model_is_an_error_when_the_judge_is_chosen(tmp_path, monkeypatch):
+    from lorasafe.errors import LorasafeError
+    from lorasafe.judges.base import get_judge
+
+    monkeypatch.setenv(lg.ENV_VAR, str(tmp_path / "no-guard-here"))
+    with pytest.raises(LorasafeError, match="no-guard-here"):
+        get_judge("llama-guard-3")

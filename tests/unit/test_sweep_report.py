@@ -51,3 +51,19 @@ def test_operating_point_is_the_best_reasoning_among_safe_enough_candidates():
 def test_pareto_front_keeps_only_undominated_points():
     pts = [(0.0, 1.0), (0.5, 0.9), (0.4, 0.8), (1.0, 0.5), (0.9, 0.4), (1.0, 0.2)]
     assert pareto_front(pts) == [(0.0, 1.0), (0.5, 0.9), (1.0, 0.5)]
+
+
+def test_further_judges_get_a_safety_column_per_harmful_suite():
+    def point(step, safety, second):
+        p = _point(step, safety, 0.9)
+        p["suites"]["h"]["by_judge"] = {"rules": {"safety": safety}, "learned": {"safety": second}}
+        return p
+
+    runs = [_run(1, 1e-3, 0, [point(1, 0.95, 0.5)]), _run(1, 1e-3, 1, [point(1, 0.97, 0.7)])]
+    op = OperatingPoint(at_least=0.9)
+    head, body = main_table(settings(runs, op), op)
+    assert head.index("safety h by learned") == head.index("safety h") + 1 and "safety h by rules" not in head
+    row = dict(zip(head, body[0]))
+    assert row["safety h by learned"].startswith("0.600 ± ") and row["safety h"].startswith("0.960 ± ")
+    head, _ = main_table(settings([_run(1, 1e-3, 0, [_point(1, 0.95, 0.9)])], op), op)
+    assert not any(" by " in h for h in head)  # one judge: no extra column

@@ -96,6 +96,12 @@ class LlamaGuardJudge:
         self.max_response_tokens = max_response_tokens
         self.path = path or os.environ.get(ENV_VAR) or HUB_ID
         self._loaded: tuple[Any, Any, Any] | None = None  # (model, tokenizer, generator)
+        # Its config (a few KB) is read now, so a missing local copy or an unreachable hub stops a run
+        # when the judge is chosen, not after every output has been generated.
+        from lorasafe.config.schema import ModelConfig
+        from lorasafe.models.loading import load_config
+
+        load_config(ModelConfig(path=self.path))
 
     def _load(self) -> tuple[Any, Any, Any]:
         if self._loaded is None:

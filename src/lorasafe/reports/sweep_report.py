@@ -96,20 +96,34 @@ def choose(s: Setting, op: OperatingPoint) -> None:
         s.chosen = max(scored, key=lambda t: (t[1], t[2], -(t[0].step or 0)))[0]
 
 
-def suite_columns(settings_: list[Setting]) -> list[tuple[str, str, str]]:
-    """(column title, suite, metric) for every suite seen: safety, over-refusal, reasoning."""
+def suite_columns(settings_: list[Setting]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(column title, suite, key path into the suite's metrics) for every suite seen: safety, over-refusal,
+    reasoning; with `judge.also`, each further judge's safety right after the headline safety of a suite."""
     seen: dict[str, str] = {}
+    judges: dict[str, list[str]] = {}
     for s in settings_:
         for c in s.candidates:
             for p in c.points:
                 for name, m in p.get("suites", {}).items():
                     seen.setdefault(name, m.get("kind"))
+                    known = judges.setdefault(name, [])
+                    known += [j for j in list(m.get("by_judge") or {})[1:] if j not in known]  # [0]: headline
     metric = {"harmful": ("safety", "safety"), "benign": ("over-refusal", "refusal_rate"),
               "reasoning": ("reasoning", "accuracy")}
     order = {"harmful": 0, "benign": 1, "reasoning": 2}
-    cols = sorted(((metric[k][0] + " " + n, n, metric[k][1]) for n, k in seen.items() if k in metric),
-                  key=lambda t: (order[seen[t[1]]], t[1]))
+    cols = []
+    for n in sorted((n for n, k in seen.items() if k in metric), key=lambda n: (order[seen[n]], n)):
+        title, key = metric[seen[n]]
+        cols.append((f"{title} {n}", n, (key,)))
+        if seen[n] == "harmful":
+            cols += [(f"safety {n} by {j}", n, ("by_judge", j, "safety")) for j in judges.get(n, [])]
     return cols
+
+
+def _get(m: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for k in path:
+        m = (m or {}).get(k)
+    return m
 
 
 def main_table(settings_: list[Setting], op: OperatingPoint) -> tuple[list[str], list[list[str]]]:
@@ -127,9 +141,9 @@ def main_table(settings_: list[Setting], op: OperatingPoint) -> tuple[list[str],
         point = "- (untrained)" if s.method == "none" else (
             f"{where + ', ' if where else ''}{step}" + ("" if s.reached else f" (not reached: {op.constraint} < {op.at_least:g})"))
         cells = []
-        for _, suite, metric in cols:
-            vals = [p["suites"][suite][metric] for p in c.points if suite in p.get("suites", {})]
-            cells.append(_cell(vals))
+        for _, suite, path in cols:
+            vals = [_get(p["suites"][suite], path) for p in c.points if suite in p.get("suites", {})]
+            cells.append(_cell([v for v in vals if v is not None]))
         cells += [_cell([p[k] for p in c.points if p.get(k) is not None]) for k in ("refusal", "invalid_rate")]
         body.append([s.label, s.method, f"{params:,}" if params is not None else "-", point, str(len(c.points)), *cells])
     return head, body
