@@ -10,9 +10,9 @@ opening (where refusals sit), the mean embedding of the whole answer in 200-toke
 refusal can come late and compliance can be long), the request-answer interaction (elementwise
 product and cosine: an on-topic answer vs a deflection), the answer's length, and the rule judge's
 verdict. Training data: PyRIT's human labels only (the bundled `objective-labelled` and
-`refusal-labelled` suites). The JailbreakBench judge-comparison rows are the
-validation set (`judges/validate.py`) and are never trained on; training rows sharing a request or a
-response with them are dropped. Like the rule judge it reads the answer part, so musing about refusing while
+`refusal-labelled` suites). The JailbreakBench judge-comparison rows are the validation set
+(`judges/validate.py`) and are never trained on; training rows sharing a request or a response with
+them are dropped. Like the rule judge it reads the answer part, so musing about refusing while
 thinking does not count; no answer is `invalid`. torch, transformers and the model package are
 imported inside functions so `import lorasafe` stays light.
 """
