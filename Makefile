@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean bubblewrap
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed bubblewrap
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed bubblewrap
 	$(BIN)/lorasafe demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed bubblewrap
 	$(BIN)/python -m pytest -q
+
+# Code scoring runs model-written code inside bubblewrap (scoring/sandbox.py). Installed here when
+# we are root with apt-get (CI, GPU boxes); anywhere else this only says how, never failing the
+# install: code scoring then refuses to run until bwrap is there (or scoring.code.unsafe is set).
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; } && \
+	  command -v bwrap >/dev/null 2>&1; } || \
+	  echo "note: bubblewrap (bwrap) is not installed and could not be installed here: code scoring" \
+	       "will refuse to run until it is (apt-get install bubblewrap), or set scoring.code.unsafe: true"
 
 clean:
 	rm -rf $(VENV) runs

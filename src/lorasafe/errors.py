@@ -28,3 +28,7 @@ class ChatTemplateError(LorasafeError):
 
 class TrainingDiverged(LorasafeError):
     """Training produced a non-finite loss."""
+
+
+class SandboxUnavailable(LorasafeError):
+    """Code scoring was asked to run model-written code where no kernel sandbox is available."""

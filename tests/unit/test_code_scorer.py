@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from lorasafe.errors import DataError
-from lorasafe.scoring.code import CodeScorer, build_program, extract_code
-from lorasafe.scoring.sandbox import SandboxLimits
+from lorasafe.errors import DataError, SandboxUnavailable
+from lorasafe.scoring import sandbox
+from lorasafe.scoring.code import CodeScorer, build_program, build_programs, extract_code, run_tests
+from lorasafe.scoring.sandbox import Isolation, SandboxLimits, isolation
+
+# CI must have bwrap (the Makefile installs it): there a missing sandbox fails rather than skips.
+needs_sandbox = pytest.mark.skipif(isolation().kind != "bwrap" and not os.environ.get("CI"),
+                                   reason=f"no kernel sandbox here: {isolation().detail}")
 
 ADD = {
     "prompt": 'def add(a: int, b: int) -> int:\n    """Return the sum of a and b."""\n',
@@ -64,6 +71,7 @@ def test_extract_code_golden(answer, code):
     assert extract_code(answer) == code
 
 
+@needs_sandbox
 @pytest.mark.parametrize("answer,problem", [
     (fenced("def add(a, b):\n    return a + b"), ADD),
     (fenced("    return text == text[::-1]"), PALINDROME),  # a completion of the prompt
@@ -77,6 +85,7 @@ def test_correct_solutions_pass(answer, problem):
     assert score.extracted == extract_code(answer)
 
 
+@needs_sandbox
 @pytest.mark.parametrize("answer,problem", [
     (fenced("def add(a, b):\n    return a - b"), ADD),
     (fenced("    return text == text"), PALINDROME),
@@ -85,9 +94,10 @@ def test_correct_solutions_pass(answer, problem):
 ])
 def test_broken_solutions_are_wrong(answer, problem):
     score = CodeScorer().score(rec(answer), problem)
-    assert (score.outcome, score.sandbox) == ("wrong", "failed")
+    assert (score.outcome, score.sandbox) == ("wrong", "failed") and score.reason
 
 
+@needs_sandbox
 def test_a_solution_that_never_returns_is_wrong_by_timeout():
     scorer = CodeScorer(SandboxLimits(timeout_s=1, cpu_s=5))
     score = scorer.score(rec(fenced("def add(a, b):\n    while True:\n        pass")), ADD)
@@ -113,6 +123,99 @@ def test_program_keeps_prompt_imports_and_helpers_but_not_its_stub():
     assert program.count("def find_root(") == 1 and program.rstrip().endswith("check(find_root)")
 
 
-def test_problem_without_tests_is_a_data_error():
+def test_each_side_gets_the_prompt_helpers_and_only_the_tests_get_the_tests():
+    programs = build_programs("def find_root(xs):\n    return 0.0", ROOT)
+    assert programs.solution.startswith("import math") and "def poly(" in programs.solution
+    assert programs.solution.count("def find_root(") == 1 and "check" not in programs.solution
+    assert programs.tests.startswith("import math") and "def poly(" in programs.tests
+    assert "def find_root" not in programs.tests and "def check(candidate)" in programs.tests
+    assert programs.entry_point == "find_root"
+
+
+@pytest.mark.parametrize("build", [build_program, build_programs])
+def test_problem_without_tests_is_a_data_error(build):
     with pytest.raises(DataError, match="test"):
-        build_program("x = 1", {"prompt": "", "entry_point": "f"})
+        build("x = 1", {"prompt": "", "entry_point": "f"})
+
+
+def problem(test, entry="f"):
+    return {"prompt": f"def {entry}(*args):\n    \"\"\"Stub.\"\"\"\n", "test": test, "entry_point": entry}
+
+
+@needs_sandbox
+@pytest.mark.parametrize("value", [
+    "None", "True", "-7", "10 ** 5000", "0.1", "float('inf')", "-0.0", "3 + 4j", "'text'", "b'\\x00\\xff'",
+    "[1, [2.5, 'x']]", "(1, (2,))", "{'a': 1, (1, 2): [3]}", "{1, 2}", "frozenset({'x'})", "[]", "{}",
+])
+def test_plain_values_cross_exactly(value):
+    # The tests compare with the same expression evaluated on their side, type included.
+    test = (f"def check(candidate):\n    got = candidate()\n    want = {value}\n"
+            "    assert type(got) is type(want) and (got == want or got != got), (got, want)\n")
+    score = CodeScorer().score(rec(fenced(f"def f():\n    return {value}")), problem(test))
+    assert (score.outcome, score.sandbox) == ("correct", "passed"), score.reason
+
+
+@needs_sandbox
+def test_tuple_and_list_stay_different_as_in_the_reference():
+    test = "def check(candidate):\n    assert candidate() == (1, 2)\n"
+    assert CodeScorer().score(rec(fenced("def f():\n    return [1, 2]")), problem(test)).outcome == "wrong"
+
+
+@needs_sandbox
+@pytest.mark.parametrize("returned,kind", [
+    ("iter([1, 2])", "builtins.list_iterator"), ("range(3)", "builtins.range"),
+    ("__import__('fractions').Fraction(1, 2)", "fractions.Fraction"),
+])
+def test_values_that_are_not_plain_data_are_wrong_and_named(returned, kind):
+    test = "def check(candidate):\n    assert list(candidate()) == [1, 2]\n"
+    score = CodeScorer().score(rec(fenced(f"def f():\n    return {returned}")), problem(test))
+    assert (score.outcome, score.sandbox) == ("wrong", "failed") and kind in score.reason
+
+
+@needs_sandbox
+def test_mbpp_style_tests_call_the_solution_by_name_with_arguments():
+    test = ("import math\n\ndef check(candidate):\n    assert is_even(4) == True\n"
+            "    assert math.isclose(halve(n=3), 1.5)\n    pass\n")
+    code = "def is_even(n):\n    return n % 2 == 0\n\ndef halve(n):\n    return n / 2"
+    score = CodeScorer().score(rec(fenced(code)), problem(test, entry="is_even"))
+    assert (score.outcome, score.sandbox) == ("correct", "passed"), score.reason
+
+
+@needs_sandbox
+@pytest.mark.parametrize("code,reason", [
+    ("def f():\n    raise ValueError('no')", "f raised ValueError: no"),
+    ("import os\ndef f():\n    os._exit(0)", "the solution's process exited with status 0"),
+    ("def f():\n    return 1\ndel f", "the solution defines no function 'f'"),
+    ("def f(:\n    pass", "the solution's process exited with status 1 (SyntaxError"),
+])
+def test_the_reason_says_why_it_is_not_a_pass(code, reason):
+    score = CodeScorer().score(rec(fenced(code)), problem("def check(candidate):\n    assert candidate() == 1\n"))
+    assert score.outcome == "wrong" and reason in score.reason, score.reason
+    assert "(tests.py line 4: assert candidate() == 1)" in score.reason
+
+
+@needs_sandbox
+@pytest.mark.parametrize("test,reason", [
+    ("def check(candidate):\n    pass\n", "the tests never called the solution"),
+    ("def check(candidate):\n    assert candidate(lambda: 1) == 1\n", "the tests passed a value of type builtins.function"),
+    ("def check(candidate)\n    pass\n", "the tests do not load: SyntaxError"),
+])
+def test_tests_that_cannot_prove_anything_are_an_error(test, reason):
+    score = CodeScorer().score(rec(fenced("def f(*a):\n    return 1")), problem(test))
+    assert (score.outcome, score.sandbox) == ("wrong", "error") and reason in score.reason, score.reason
+
+
+@needs_sandbox
+def test_a_pass_is_the_tests_verdict_with_both_sandboxes_reported():
+    ran = run_tests(build_programs("def add(a, b):\n    return a + b", ADD), SandboxLimits(timeout_s=5))
+    assert (ran.status, ran.reason) == ("passed", "")
+    assert ran.tests.isolation == ran.solution.isolation == "bwrap" and ran.tests.returncode == 0
+
+
+def test_without_a_sandbox_scoring_refuses_unless_unsafe(monkeypatch):
+    monkeypatch.setattr(sandbox, "isolation", lambda: Isolation("none", "bubblewrap (`bwrap`) is not installed"))
+    answer = rec(fenced("def add(a, b):\n    return a + b"))
+    with pytest.raises(SandboxUnavailable, match="scoring.code.unsafe: true"):
+        CodeScorer().score(answer, ADD)
+    score = CodeScorer(unsafe=True).score(answer, ADD)
+    assert (score.outcome, score.sandbox) == ("correct", "passed")

@@ -1,61 +1,79 @@
-"""The sandbox keeps untrusted code from looping, forking, eating memory, writing the parent's
-files, reading its secrets or reaching the network; and still runs ordinary programs."""
+"""The sandbox runs ordinary programs, keeps its limits, leaves nothing behind, and refuses in one
+line (or runs only when the caller opted in) where no kernel sandbox is available.
+
+Attacks on it live in test_sandbox_adversarial.py."""
 
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from lorasafe.scoring.sandbox import SandboxLimits, isolation, run
+from lorasafe.errors import LorasafeError, SandboxUnavailable
+from lorasafe.scoring import sandbox
+from lorasafe.scoring.sandbox import SANDBOX_ID, Isolation, SandboxLimits, isolation, run
 
+# CI must have bwrap (the Makefile installs it): there a missing sandbox fails rather than skips.
+pytestmark = pytest.mark.skipif(isolation().kind != "bwrap" and not os.environ.get("CI"),
+                                reason=f"no kernel sandbox here: {isolation().detail}")
 FAST = SandboxLimits(timeout_s=5, cpu_s=5)
 
 
-def sandbox_processes() -> list[int]:
-    """Live processes whose cwd is (or was) a sandbox directory: strays a run left behind."""
-    pids = []
+def sandbox_processes() -> set[int]:
+    """Live processes of a sandbox: its launcher command line, or the sandbox's uid."""
+    pids = set()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if "lorasafe-sandbox-" in cwd:
-                pids.append(int(entry.name))
+        try:
+            uid = int((entry / "status").read_text().split("\nUid:")[1].split()[0])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if uid == SANDBOX_ID or b"lorasafe sandbox: setup failed" in cmdline:
+            pids.add(int(entry.name))
     return pids
 
 
-def test_normal_program_passes_and_can_use_its_directory():
-    program = "open('notes.txt', 'w').write('kept')\nprint(open('notes.txt').read(), 6 * 7)"
+def test_this_machine_has_a_working_bwrap():
+    found = isolation()
+    assert found.kind == "bwrap" and found.detail.startswith("bubblewrap")
+    assert found.record() == {"isolation": "bwrap", "detail": found.detail}
+
+
+def test_normal_program_runs_as_nobody_and_can_use_its_directory():
+    program = ("import os\nopen('notes.txt', 'w').write('kept')\n"
+               "print(open('notes.txt').read(), 6 * 7, *os.getresuid(), *os.getresgid())")
     result = run(program, FAST)
-    assert (result.status, result.returncode) == ("passed", 0)
-    assert result.stdout == "kept 42\n" and result.stderr == ""
+    assert (result.status, result.returncode, result.isolation) == ("ok", 0, "bwrap")
+    assert result.stdout.split() == ["kept", "42"] + [str(SANDBOX_ID)] * 6 and result.stderr == ""
 
 
 def test_failing_assert_fails():
     result = run("assert 1 + 1 == 3, 'arithmetic'", FAST)
     assert result.status == "failed" and result.returncode == 1
-    assert "AssertionError: arithmetic" in result.stderr
+    assert "AssertionError: arithmetic" in result.stderr and 'File "program.py"' in result.stderr
 
 
-def test_temp_dir_is_cwd_and_is_removed_afterwards():
-    result = run("import os; print(os.getcwd()); print(os.environ['HOME'])", FAST)
-    cwd, home = result.stdout.split()
-    assert result.status == "passed" and cwd == home
-    assert Path(cwd).name.startswith("lorasafe-sandbox-")
-    assert Path(cwd).parent == Path(tempfile.gettempdir())
-    assert not Path(cwd).exists()
+def test_the_directory_is_private_and_nothing_reaches_the_host():
+    before = set(os.listdir(tempfile.gettempdir()))
+    program = ("import os\nopen('left-behind.txt', 'w').write('x')\n"
+               "print(os.getcwd(), os.environ['HOME'], os.environ['TMPDIR'], sorted(os.listdir('/')))")
+    result = run(program, FAST)
+    cwd, home, tmpdir, *root = result.stdout.split(maxsplit=3)
+    assert result.status == "ok" and cwd == home == tmpdir == "/tmp"
+    # Only /usr, its links, the interpreter's prefix and the sandbox's own mounts are shown.
+    assert set(eval(root[0])) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc",
+                                  "sbin", "tmp", "usr", *(p.split("/")[1] for p in sandbox._interpreter_roots())}
+    assert set(os.listdir(tempfile.gettempdir())) - before == set()
 
 
-def test_infinite_loop_times_out_on_the_wall_clock():
+def test_infinite_loop_times_out_on_the_wall_clock_and_leaves_no_process():
+    before = sandbox_processes()
     result = run("while True:\n    pass", SandboxLimits(timeout_s=1, cpu_s=30))
     assert result.status == "timeout" and result.wall_s < 5
-    assert sandbox_processes() == []
+    assert sandbox_processes() - before == set()
 
 
 def test_cpu_limit_ends_a_busy_loop():
@@ -63,99 +81,34 @@ def test_cpu_limit_ends_a_busy_loop():
     assert result.status == "timeout" and result.wall_s < 15
 
 
-def test_fork_bomb_cannot_fork_and_leaves_no_process():
-    # Bounded (at most 2**8 processes) so that a broken guard fails this test rather than
-    # freezing the machine; each child would then sleep and be found as a stray.
-    bomb = "import os, time\nfor _ in range(8):\n    os.fork()\ntime.sleep(60)"
-    result = run(bomb, FAST)
-    assert result.status == "error" and result.wall_s < 4
-    assert "os.fork is not allowed" in result.stderr
-    assert sandbox_processes() == []
+def test_children_run_in_the_same_sandbox_and_die_with_it():
+    before = sandbox_processes()
+    program = ("import subprocess\nsubprocess.Popen(['sleep', '60'])\n"
+               "print(subprocess.run(['id', '-u'], capture_output=True, text=True).stdout.strip())")
+    result = run(program, FAST)
+    assert result.status == "ok" and result.stdout.strip() == str(SANDBOX_ID)
+    assert sandbox_processes() - before == set()
 
 
-@pytest.mark.parametrize("spawn", [
-    "import subprocess; subprocess.run(['echo', 'ESCAPED'])",
-    "import os; os.system('echo ESCAPED')",
-    "import os; os.posix_spawn('/bin/echo', ['echo', 'ESCAPED'], {})",
-    "import os; os.execv('/bin/echo', ['echo', 'ESCAPED'])",
-    "import multiprocessing; multiprocessing.Process(target=print, args=('ESCAPED',)).start()",
-])
-def test_other_ways_to_start_a_process_are_refused(spawn):
-    result = run(spawn, FAST)
-    assert result.status == "error" and "ESCAPED" not in result.stdout
-    assert "lorasafe sandbox" in result.stderr
-
-
-def test_memory_bomb_fails_and_the_parent_is_fine():
+def test_memory_limit_holds_and_the_parent_is_fine():
     result = run("block = bytearray(4 * 1024 ** 3)\nprint('allocated')", FAST)
-    assert result.status == "error" and "MemoryError" in result.stderr
+    assert result.status == "failed" and "MemoryError" in result.stderr
     assert "allocated" not in result.stdout
     assert run("print('after')", FAST).stdout == "after\n"
 
 
-@pytest.mark.parametrize("write", [
-    "open(TARGET, 'w').write('escaped')",
-    "import pathlib; pathlib.Path(TARGET).write_text('escaped')",
-    "import os; os.close(os.open(TARGET, os.O_WRONLY | os.O_CREAT))",
-    "import os; open('inside', 'w').write('escaped'); os.rename('inside', TARGET)",
-    "import os; os.chdir('/'); open(TARGET.lstrip('/'), 'w').write('escaped')",
-])
-def test_writing_outside_its_directory_is_refused(tmp_path, write):
-    target = tmp_path / "escaped.txt"
-    result = run(f"TARGET = {str(target)!r}\n{write}", FAST)
-    assert result.status == "error" and "outside the sandbox directory" in result.stderr
-    assert not target.exists()
-
-
-def test_deleting_a_parent_file_is_refused(tmp_path):
-    victim = tmp_path / "precious.txt"
-    victim.write_text("keep me")
-    result = run(f"import os; os.remove({str(victim)!r})", FAST)
-    assert result.status == "error" and victim.read_text() == "keep me"
-
-
-def test_environment_secrets_do_not_reach_the_child(monkeypatch):
-    monkeypatch.setenv("LORASAFE_TEST_SECRET", "s3cr3t")
-    snoop = ("import os, glob\nprint(dict(os.environ))\n"
-             "for path in glob.glob('/proc/*/environ'):\n"
-             "    try:\n        print(open(path, 'rb').read())\n    except OSError:\n        pass\n")
-    result = run(snoop, FAST)
-    assert result.status == "passed" and "LORASAFE_TEST_SECRET" not in result.stdout
-    assert "s3cr3t" not in result.stdout + result.stderr
-
-
-def test_network_connection_is_not_made():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        port = server.getsockname()[1]
-        dial = (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-                "print('connected')")
-        result = run(dial, FAST)
-        assert result.status == "error" and "connected" not in result.stdout
-        server.settimeout(0.2)
-        with pytest.raises(socket.timeout):
-            server.accept()  # a connection that got through would be waiting in the backlog
-
-
-@pytest.mark.skipif(not isolation()[0], reason="no working `unshare`: the preamble is the only guard")
-def test_network_namespace_holds_when_the_preamble_is_bypassed():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        # The C socket type sits at the root of the preamble's refusing subclass's `__mro__`.
-        dial = ("import socket\ns = socket.socket.__mro__[-2]()\n"
-                f"s.connect(('127.0.0.1', {server.getsockname()[1]}))\nprint('connected')")
-        result = run(dial, FAST)
-        assert result.status == "failed" and "Network is unreachable" in result.stderr
-        server.settimeout(0.2)
-        with pytest.raises(socket.timeout):
-            server.accept()
+def test_process_limit_binds():
+    program = ("import os, time\nborn = 0\ntry:\n    for _ in range(50):\n"
+               "        if os.fork() == 0:\n            time.sleep(30)\n        born += 1\n"
+               "except OSError as exc:\n    print(born, type(exc).__name__)\n")
+    result = run(program, SandboxLimits(timeout_s=5, max_processes=4))
+    born, error = result.stdout.split()
+    assert int(born) <= 3 and error == "BlockingIOError"
 
 
 def test_output_is_truncated():
     result = run("print('x' * 100000)", SandboxLimits(max_output_bytes=100))
-    assert result.status == "passed" and result.stdout.startswith("x" * 100)
+    assert result.status == "ok" and result.stdout.startswith("x" * 100)
     assert len(result.stdout) < 200 and result.stdout.endswith("[output truncated]")
 
 
@@ -168,3 +121,23 @@ def test_main_block_runs_only_as_main():
 def test_limits_forbid_unknown_keys():
     with pytest.raises(ValidationError):
         SandboxLimits(timeout=3)
+
+
+@pytest.fixture
+def no_bwrap(monkeypatch):
+    monkeypatch.setattr(sandbox, "isolation", lambda: Isolation("none", "bubblewrap (`bwrap`) is not installed"))
+
+
+def test_without_a_sandbox_run_refuses_in_one_line_naming_the_opt_in(no_bwrap):
+    with pytest.raises(SandboxUnavailable) as refused:
+        run("print('ran')", FAST)
+    message = str(refused.value)
+    assert isinstance(refused.value, LorasafeError) and "\n" not in message
+    assert "`bwrap`) is not installed" in message and "scoring.code.unsafe: true" in message
+
+
+def test_unsafe_runs_without_a_sandbox_and_says_so(no_bwrap):
+    result = run("import os\nprint(os.getcwd())", FAST, unsafe=True)
+    assert (result.status, result.isolation) == ("ok", "none")
+    assert Path(result.stdout.strip()).name.startswith("lorasafe-sandbox-")
+    assert not Path(result.stdout.strip()).exists()

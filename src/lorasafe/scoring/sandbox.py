@@ -1,311 +1,461 @@
-"""Running untrusted, model-generated Python in a separate, limited process.
+"""Running untrusted, model-generated Python in a sandbox the kernel enforces.
 
-Owns the one way lorasafe executes code it did not write: `run(source, limits)` returns a typed
-`SandboxResult`. Must not import torch (nor anything beyond the standard library and pydantic).
+Owns the one way lorasafe executes code it did not write: `start` launches a program in a sandbox
+and `run` also waits for it, each reporting a typed `SandboxResult`; `isolation()` says what this
+machine provides and `require_isolation()` refuses, in one line, when that is too little. What an
+exit means (tests, verdicts) is the caller's business (`scoring/code.py`). Must not import torch
+(nor anything beyond the standard library and pydantic).
 
-What it does, layer by layer (defence in depth; each layer covers a gap in the others):
-- a fresh interpreter (`python -I -S -B`: no env vars, no site-packages, no bytecode writes) in a
-  new session, whose whole process group is SIGKILLed on return, so nothing outlives a run;
-- a fresh temporary directory as cwd, HOME and TMPDIR, deleted afterwards, and an environment
-  rebuilt from scratch (PATH, LANG, HOME, TMPDIR, PYTHONDONTWRITEBYTECODE): parent secrets never
-  reach the child;
-- rlimits: CPU seconds, address space (memory), file size, no core dumps, process count;
-  plus a wall-clock timeout enforced by the parent;
-- where `unshare` works (root, or unprivileged user namespaces), new network, pid and mount
-  namespaces: no network interface but a down loopback, and every process of the run dies with it;
-- where the parent is root and the stdlib stays readable by `nobody`, the child drops to `nobody`
-  (then the kernel itself refuses writes to the parent's files, and RLIMIT_NPROC is enforced);
-- a preamble, run before the untrusted code, that refuses process creation (fork, exec, spawn,
-  subprocess, multiprocessing, ctypes), signals to other processes, sockets and name lookups,
-  raising rlimits, and writes, renames or deletions outside the temporary directory.
+Threat model: the program is hostile, knows this file and runs with whatever Python allows
+(ctypes, frames, gc, raw syscalls); so no barrier lives in the program's own interpreter. Each one
+is set up by bubblewrap (`bwrap`, a small, widely packaged tool kept by the containers/Flatpak
+project) before a byte of the program is read, and enforced by the kernel:
 
-What it does not do: it is a process sandbox, not a VM or a seccomp jail. The preamble patches
-Python objects, so code written to attack it (recovering the originals through `__mro__`,
-closures, frames or `gc`) gets past it; against such code only the kernel layers hold. The
-mount namespace only gives a private /proc: the filesystem stays writable to the child's uid.
-So where the drop to `nobody` is skipped (an interpreter under a private home such as
-/root/.pyenv, as `isolation()` finds once), a child running as root can write wherever root can,
-and even as `nobody` it can write world-writable places (/tmp, /dev/shm). Reads are not
-restricted (imports need the stdlib). Without `unshare` an attacker that gets past the preamble
-has the network. Kernel exploits and side channels are out of scope.
+- its own user, pid, mount, network, ipc, uts and cgroup namespaces: it sees only its own
+  processes, has only a loopback of its own, and cannot signal, trace or reach the parent's;
+- uid/gid 65534 ("nobody"), no capabilities, no_new_privs. As root, bwrap alone would map that id
+  onto root outside, where RLIMIT_NPROC never binds and every root-owned file is the program's
+  own; so the parent writes the id map itself (`--userns-block-fd`), making 65534 the real kernel
+  uid, and a trusted launcher drops to it before reading the program (the bounding set keeps the
+  three capabilities the drop needs, which nothing can regain: no_new_privs, nosuid binds). Not
+  as root, bwrap maps 65534 onto the caller's own uid and disables further user namespaces;
+- a read-only root: an empty tmpfs holding read-only, nosuid binds of /usr (with the /bin and /lib
+  links), /etc/ld.so.cache and the interpreter's prefix, and nothing else of the host: no /etc,
+  /home, /root, repository, data or host /tmp;
+- a private, size-capped /tmp as cwd, HOME and TMPDIR, gone with the sandbox; a fresh /proc of its
+  own pid namespace; a /dev with only null, zero, full, random, urandom and tty;
+- no further user namespaces (max_user_namespaces = 0 inside), so unshare/setns/nsenter fail;
+- rlimits: CPU, address space, file size (which also caps what stdout/stderr can write to the
+  parent's capture files), open files and processes (binding: the uid is not root). The parent
+  enforces the wall clock and at the end SIGKILLs the sandbox's init through a pidfd, which takes
+  every process of the pid namespace down with it (--die-with-parent does the same should the
+  parent itself die).
+
+Out of scope: kernel exploits and side channels (no seccomp filter); memory the kernel holds
+outside the address space (pipe buffers, SysV shm, memfds) is bounded only by the rlimits and the
+timeout, not by a cgroup. The program can read the world-readable files it is shown (/usr and the
+interpreter prefix).
+
+Without a working bwrap `require_isolation` raises `SandboxUnavailable`; `unsafe=True` runs the
+program anyway as a plain child process (fresh temp dir, clean environment, rlimits, process-group
+kill) and nothing more: the caller must record that choice (`SandboxResult.isolation`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
-import pwd
+import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SandboxStatus = Literal["passed", "failed", "timeout", "error"]
+from lorasafe.errors import SandboxUnavailable
 
-_REFUSED_EXIT = 113  # the preamble's exit code for "the sandbox refused or could not set up"
-_MAX_PROCS = 256  # per-uid, so shared with every concurrent run as `nobody`; fork is refused anyway
-_MAX_FILE_BYTES = 64 * 1024 * 1024
-_NAMESPACES = ("--net", "--pid", "--fork", "--kill-child", "--mount-proc")
+SandboxStatus = Literal["ok", "failed", "timeout", "error"]
+IsolationKind = Literal["bwrap", "none"]
 
-# Runs in the child before the untrusted code. argv: program path, module name, uid, gid (-1: keep),
-# memory bytes, cpu seconds, file bytes, process count. Every guard flags `violated` so a run that
-# fails after a refusal reports "error" even if the program caught the exception first.
-_PREAMBLE = r"""
-import builtins, io, _io, os, posix, resource, socket, _socket, sys, traceback, types
-def setup_failed(*exc_info):
-    print("lorasafe sandbox: setup failed before the program ran:", file=sys.stderr)
-    traceback.print_exception(*exc_info); sys.stderr.flush(); os._exit(REFUSED)
-sys.excepthook = setup_failed
-path, name, uid, gid, mem, cpu, fsize, nproc = sys.argv[1:9]
-def limit(kind, soft, hard):
-    ceiling = resource.getrlimit(kind)[1]  # only root may raise a hard limit
-    if ceiling != resource.RLIM_INFINITY:
-        soft, hard = min(soft, ceiling), min(hard, ceiling)
-    resource.setrlimit(kind, (soft, hard))
-for kind, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_FSIZE, fsize),
-                    (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_CORE, 0)):
-    limit(kind, int(value), int(value))
-limit(resource.RLIMIT_CPU, int(cpu), int(cpu) + 1)  # SIGXCPU first, SIGKILL if it is ignored
-if int(uid) >= 0:
-    os.setgroups([]); os.setgid(int(gid)); os.setuid(int(uid))
-child = os.fork()
-if child:
-    # As pid 1 of a pid namespace this process ignores signals it has no handler for (SIGXCPU
-    # included), so the program runs in a child and this one only mirrors its exit status.
-    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-    os._exit(code if code >= 0 else 128 - code)
+SANDBOX_ID = 65534  # uid and gid inside the sandbox: "nobody" on Debian, Fedora, Alpine
+SETUP_FAILED = 113  # the launcher's exit status when the sandbox could not be set up
+_TMPFS_BYTES = 64 * 1024 * 1024
+_MAX_FILE_BYTES = 16 * 1024 * 1024
+_MAX_OPEN_FILES = 64
+_HANDSHAKE_S = 30.0
 
-violated, root = [], os.path.realpath(os.path.dirname(path))
-class SandboxViolation(PermissionError):
-    pass
-def refuse(what):
-    violated.append(what)
-    raise SandboxViolation(f"lorasafe sandbox: {what} is not allowed")
-def check(target, dir_fd=None, verb="changing"):
-    if isinstance(target, int):
-        return  # an already-open descriptor was checked when it was opened
-    real = os.fsdecode(os.fspath(target))
-    if dir_fd is not None:
-        real = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), real)
-    real = os.path.realpath(real)
-    if real != root and not real.startswith(root + os.sep):
-        refuse(f"{verb} {target!r} outside the sandbox directory")
-real_open, real_os_open, real_kill, RealFileIO = _io.open, os.open, os.kill, _io.FileIO
-def guarded_open(file, mode="r", *args, **kwargs):
-    if any(c in mode for c in "wax+"):
-        check(file, verb="writing")
-    return real_open(file, mode, *args, **kwargs)
-class GuardedFileIO(RealFileIO):
-    def __init__(self, file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+"):
-            check(file, verb="writing")
-        super().__init__(file, mode, *args, **kwargs)
-def guarded_os_open(path, flags, mode=0o777, *, dir_fd=None):
-    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
-        check(path, dir_fd, verb="writing")
-    return real_os_open(path, flags, mode, dir_fd=dir_fd)
-def guard_paths(fn, slots):
-    def guarded(*args, **kwargs):
-        for pos, key, fd_key in slots:
-            target = args[pos] if pos < len(args) else kwargs.get(key)
-            if target is not None:
-                check(target, kwargs.get(fd_key))
-        return fn(*args, **kwargs)
-    return guarded
-def refuser(what):
-    return lambda *args, **kwargs: refuse(what)
-def guarded_kill(pid, sig):
-    return real_kill(pid, sig) if pid == os.getpid() else refuse("signalling another process")
-ONE, TWO = ((0, "path", "dir_fd"),), ((0, "src", "src_dir_fd"), (1, "dst", "dst_dir_fd"))
-WRITES = {"remove": ONE, "unlink": ONE, "rmdir": ONE, "mkdir": ONE, "chmod": ONE, "chown": ONE,
-          "lchown": ONE, "utime": ONE, "truncate": ONE, "mkfifo": ONE, "mknod": ONE,
-          "setxattr": ONE, "removexattr": ONE, "rename": TWO, "replace": TWO, "link": TWO,
-          "symlink": ((1, "dst", "dir_fd"),)}
-PROCESS = ("fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "execv", "execve",
-           "execl", "execle", "execlp", "execlpe", "execvp", "execvpe", "spawnv", "spawnve",
-           "spawnvp", "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "killpg", "setsid",
-           "setpgid", "setpgrp", "fchmod", "fchown", "chroot")
-for mod in (os, posix):
-    for fname, slots in WRITES.items():
-        if hasattr(mod, fname):
-            setattr(mod, fname, guard_paths(getattr(posix, fname), slots))
-    for fname in PROCESS:
-        if hasattr(mod, fname):
-            setattr(mod, fname, refuser(f"os.{fname}"))
-    mod.open, mod.kill = guarded_os_open, guarded_kill
-builtins.open = io.open = _io.open = guarded_open
-io.FileIO = _io.FileIO = GuardedFileIO
-class NoSocket(socket.socket):
-    def __init__(self, *args, **kwargs):
-        refuse("network access")
-socket.socket = socket.SocketType = _socket.socket = _socket.SocketType = NoSocket
-for mod in (socket, _socket):
-    for fname in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
-        setattr(mod, fname, refuser("name lookup"))
-BLOCKED = {"subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing", "ctypes",
-           "_ctypes", "resource", "pty"}
-class Blocker:
-    @staticmethod
-    def find_spec(fullname, path=None, target=None):
-        if fullname.partition(".")[0] in BLOCKED:
-            violated.append(fullname)
-            raise ImportError(f"lorasafe sandbox: importing {fullname!r} is not allowed")
-sys.meta_path.insert(0, Blocker)
-for blocked in BLOCKED:
-    sys.modules.pop(blocked, None)
-del resource
-
-module = types.ModuleType(name)
-module.__file__ = path
-sys.modules[name], sys.argv, sys.excepthook = module, [path], sys.__excepthook__
-with real_open(path, encoding="utf-8") as f:
-    source = f.read()
+# The first (trusted) code in every sandboxed process. It runs with the capabilities bwrap left it
+# (setuid, setgid, sys_resource, in the sandbox's user namespace only), closes the way to new user
+# namespaces, sets the rlimits, drops to SANDBOX_ID and checks that it took, and only then reads
+# the program from its descriptor and runs it as module `module`. Any failure exits SETUP_FAILED.
+_LAUNCHER = r"""
+import json, os, resource, sys, types
+def setup(cfg):
+    if cfg["close_userns"]:  # bwrap cannot --disable-userns when the parent writes the id map
+        with open("/proc/sys/user/max_user_namespaces", "w") as f:
+            f.write("0")
+    for name, (soft, hard) in cfg["rlimits"].items():
+        kind = getattr(resource, name)
+        ceiling = resource.getrlimit(kind)[1]
+        if ceiling != resource.RLIM_INFINITY:
+            soft, hard = min(soft, ceiling), min(hard, ceiling)
+        resource.setrlimit(kind, (soft, hard))
+    uid = cfg["uid"]
+    if uid is not None:
+        if os.getuid() != uid:
+            os.setgroups([]); os.setgid(uid); os.setuid(uid)
+        if set(os.getresuid()) | set(os.getresgid()) != {uid} or os.getgroups() not in ([], [uid]):
+            raise PermissionError(f"ids after the drop: {os.getresuid()} {os.getresgid()}")
+    with os.fdopen(cfg["program_fd"], "rb") as f:
+        return f.read().decode("utf-8")
 try:
-    exec(compile(source, path, "exec"), module.__dict__)
-except SystemExit:
+    cfg = json.loads(sys.argv[1])
+    source = setup(cfg)
+except BaseException as exc:
+    print(f"lorasafe sandbox: setup failed before the program ran: {exc!r}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(SETUP_FAILED)
+module = types.ModuleType(cfg["module"])
+module.__file__ = "program.py"
+sys.modules[cfg["module"]], sys.argv = module, ["program.py", *cfg["argv"]]
+try:
+    exec(compile(source, "program.py", "exec"), module.__dict__)
+except (SystemExit, KeyboardInterrupt):
     raise
 except BaseException as exc:
-    traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)  # skip this frame
-    sys.exit(REFUSED if violated or isinstance(exc, MemoryError) else 1)
-""".replace("REFUSED", str(_REFUSED_EXIT))
+    import traceback  # only now: it costs every run a few ms of start-up
+    traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)  # skip the launcher
+    sys.exit(1)
+""".replace("SETUP_FAILED", str(SETUP_FAILED))
 
 
 class SandboxLimits(BaseModel):
-    """Resource limits for one sandboxed run."""
+    """Resource limits for one sandboxed run (each process of it, for the rlimits)."""
 
     model_config = ConfigDict(extra="forbid")
 
     timeout_s: float = Field(10.0, gt=0, description="wall-clock limit, enforced by the parent")
-    cpu_s: int = Field(10, ge=1, description="CPU-time limit (RLIMIT_CPU)")
-    memory_mb: int = Field(512, ge=64, description="address-space limit (RLIMIT_AS)")
+    cpu_s: int = Field(10, ge=1, description="CPU-time limit per process (RLIMIT_CPU)")
+    memory_mb: int = Field(512, ge=64, description="address-space limit per process (RLIMIT_AS)")
     max_output_bytes: int = Field(10_000, ge=0, description="stdout/stderr kept, each")
+    max_processes: int = Field(8, ge=1, description="processes and threads (RLIMIT_NPROC)")
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """How a run ended. passed: exit 0; failed: any other exit; timeout: the wall-clock or CPU
-    limit; error: refused by the sandbox, out of memory, or killed by a signal."""
+    """How a run ended. ok: exit status 0 (a clean exit, which proves nothing about tests);
+    failed: another exit status; timeout: the wall-clock or CPU limit; error: the sandbox could
+    not be set up, or the process was killed by a signal (memory, file size)."""
 
     status: SandboxStatus
     returncode: int
     stdout: str  # each cut to `max_output_bytes`
     stderr: str
     wall_s: float
+    isolation: IsolationKind
+    stopped: bool = False  # still running at the deadline, so the parent killed it
 
 
-@functools.lru_cache(maxsize=1)
-def isolation() -> tuple[tuple[str, ...], tuple[int, int] | None]:
-    """The strongest (command prefix, uid/gid to drop to) that works here; probed once per process.
+@dataclass(frozen=True)
+class Isolation:
+    """What this machine provides: a working bwrap (and how it maps ids), or nothing and why."""
 
-    A layer that cannot start (no `unshare`, namespaces forbidden in a container, a stdlib that
-    `nobody` cannot read) is skipped rather than failing every run.
-    """
-    prefixes: list[tuple[str, ...]] = [()]
-    unshare = shutil.which("unshare")
-    if unshare:
-        userns = () if os.geteuid() == 0 else ("--user", "--map-root-user")
-        prefixes.insert(0, (unshare, *userns, *_NAMESPACES))
-    drops: list[tuple[int, int] | None] = [None]
-    if os.geteuid() == 0:
-        try:
-            nobody = pwd.getpwnam("nobody")
-            drops.insert(0, (nobody.pw_uid, nobody.pw_gid))
-        except KeyError:
-            pass
-    for prefix in prefixes:
-        for drop in drops:
-            ids = f"os.setgroups([]); os.setgid({drop[1]}); os.setuid({drop[0]}); " if drop else ""
-            probe = [*prefix, sys.executable, "-I", "-S", "-B", "-c",
-                     f"import os; {ids}import fractions, json, socket, traceback"]
-            try:
-                done = subprocess.run(probe, cwd="/", env=_environment("/"), capture_output=True,
-                                      timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-            if done.returncode == 0:
-                return prefix, drop
-    return (), None
+    kind: IsolationKind
+    detail: str  # the bwrap version and id mapping, or the reason there is none
+    bwrap: str | None = None
+    parent_maps_ids: bool = False  # root: the parent writes the id map (see the module docstring)
+
+    def record(self) -> dict[str, str]:
+        """What a run's manifest should hold about the sandbox."""
+        return {"isolation": self.kind, "detail": self.detail}
 
 
-def run(source: str, limits: SandboxLimits | None = None, *, as_main: bool = True) -> SandboxResult:
+@functools.cache
+def isolation() -> Isolation:
+    """The isolation this machine provides, probed once per process by running a program in it."""
+    bwrap = shutil.which("bwrap") or next(
+        (p for p in ("/usr/bin/bwrap", "/bin/bwrap") if os.access(p, os.X_OK)), None)
+    if bwrap is None:
+        return Isolation("none", "bubblewrap (`bwrap`) is not installed")
+    version, as_root = _version(bwrap), os.geteuid() == 0
+    # As root: --size (0.7.0); otherwise --disable-userns (0.8.0).
+    needed = (0, 7) if as_root else (0, 8)
+    found = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+    if found and found < needed:
+        return Isolation("none", f"the installed {version} is older than the {needed[0]}.{needed[1]} "
+                                 f"lorasafe needs {'as root' if as_root else 'when not root'}")
+    candidate = Isolation("bwrap", f"{version}, uid {SANDBOX_ID}", bwrap, as_root)
+    probe = "import os; print(*os.getresuid(), *os.getresgid())"
+    try:
+        with SandboxProcess(probe, SandboxLimits(timeout_s=_HANDSHAKE_S), _isolation=candidate) as proc:
+            result = proc.finish()
+    except OSError as exc:
+        return Isolation("none", f"the installed {version} cannot start a sandbox here ({exc})")
+    if result.stdout.split() != [str(SANDBOX_ID)] * 6:
+        said = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        return Isolation("none", f"the installed {version} cannot create a sandbox here ({said})")
+    return candidate
+
+
+def require_isolation(unsafe: bool = False) -> Isolation:
+    """The isolation runs will use; raises `SandboxUnavailable` when there is none and `unsafe`
+    is false. Call it before a run starts, so a machine without bwrap fails before generating."""
+    found = isolation()
+    if found.kind == "none" and not unsafe:
+        raise SandboxUnavailable(
+            f"Code scoring runs model-written code only inside a kernel sandbox, and {found.detail}: "
+            "install or update bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, which "
+            "`make install` does as root), or opt in to running the code without isolation with "
+            "`scoring.code.unsafe: true`.")
+    return found
+
+
+def run(source: str, limits: SandboxLimits | None = None, *, as_main: bool = True,
+        unsafe: bool = False) -> SandboxResult:
     """Run `source` as a program in the sandbox and report how it ended.
 
     `as_main=False` runs it under another module name, so an `if __name__ == "__main__":` block is
-    skipped, as the HumanEval harness does.
+    skipped. Raises `SandboxUnavailable` without isolation unless `unsafe`.
     """
     limits = limits or SandboxLimits()
-    prefix, drop = isolation()
-    uid, gid = drop or (-1, -1)
-    with (tempfile.TemporaryDirectory(prefix="lorasafe-sandbox-") as workdir,
-          tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err):
-        program = Path(workdir, "solution.py")
-        program.write_text(source, encoding="utf-8")
-        if drop:
-            os.chown(workdir, uid, gid)
-        args = [program, "__main__" if as_main else "solution", uid, gid,
-                limits.memory_mb * 1024 * 1024, limits.cpu_s, _MAX_FILE_BYTES, _MAX_PROCS]
-        command = [*prefix, sys.executable, "-I", "-S", "-B", "-c", _PREAMBLE, *map(str, args)]
-        start = time.monotonic()
-        proc = subprocess.Popen(command, cwd=workdir, env=_environment(workdir),
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True, close_fds=True)
-        try:
-            proc.wait(timeout=limits.timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _stop(proc)
-        cap = limits.max_output_bytes
-        return SandboxResult(_status(proc.returncode, timed_out), proc.returncode, _read(out, cap),
-                             _read(err, cap), time.monotonic() - start)
+    with start(source, limits, module="__main__" if as_main else "solution", unsafe=unsafe) as proc:
+        return proc.finish()
 
 
-def _environment(workdir: str) -> dict[str, str]:
-    # Rebuilt, never copied: the parent's environment may hold tokens and keys.
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir,
-            "TMPDIR": workdir, "PYTHONDONTWRITEBYTECODE": "1"}
+def start(source: str, limits: SandboxLimits | None = None, *, module: str = "__main__",
+          argv: Sequence[str] = (), pass_fds: Iterable[int] = (), unsafe: bool = False) -> SandboxProcess:
+    """Start `source` in the sandbox as module `module`; use the result as a context manager.
 
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Kill whatever the run left running and reap it; nothing outlives `run`.
-
-    The launcher's children are killed first and the launcher reaps them: killing the whole group
-    at once would orphan the pid namespace's init to the machine's pid 1, which in a container may
-    never reap it. The group kill then catches anything else.
+    `argv` reaches the program as `sys.argv[1:]`; `pass_fds` are inherited descriptors (with stdout,
+    stderr and the exit status, the only channels to the outside). Raises `SandboxUnavailable`
+    without isolation unless `unsafe`.
     """
-    if proc.poll() is None:
-        try:  # needs CONFIG_PROC_CHILDREN; without it only the group kill below runs
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        except OSError:
-            children = []
-        for pid in children:
+    return SandboxProcess(source, limits, module=module, argv=argv, pass_fds=pass_fds, unsafe=unsafe)
+
+
+class SandboxProcess(contextlib.AbstractContextManager):
+    """A program running in the sandbox; `finish` waits for it, stops it and reports. Leaving the
+    `with` block kills whatever of it is still running."""
+
+    def __init__(self, source: str, limits: SandboxLimits | None = None, *, module: str = "__main__",
+                 argv: Sequence[str] = (), pass_fds: Iterable[int] = (), unsafe: bool = False,
+                 _isolation: Isolation | None = None) -> None:
+        self.limits = limits or SandboxLimits()
+        self.isolation = _isolation or require_isolation(unsafe)
+        self._stack = contextlib.ExitStack()
+        try:
+            self._start(source, module, list(argv), tuple(pass_fds))
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _start(self, source: str, module: str, argv: list[str], pass_fds: tuple[int, ...]) -> None:
+        isolated = self.isolation.kind == "bwrap"
+        program = self._stack.enter_context(_program_file(source))
+        cwd = "/" if isolated else self._stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="lorasafe-sandbox-"))
+        config = {"close_userns": isolated and self.isolation.parent_maps_ids,
+                  "rlimits": _rlimits(self.limits), "uid": SANDBOX_ID if isolated else None,
+                  "program_fd": program, "module": module, "argv": argv}
+        command = [_interpreter(), "-I", "-S", "-B", "-c", _LAUNCHER, json.dumps(config)]
+        self._out, self._err = (self._stack.enter_context(tempfile.TemporaryFile()) for _ in "oe")
+        handshake = self._stack.enter_context(_Handshake(self.isolation)) if isolated else None
+        if handshake:
+            command = [*_bwrap_command(self.isolation, handshake), "--", *command]
+        fds = (program, *pass_fds, *(handshake.child_fds if handshake else ()))
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(command, cwd=cwd, env=_environment(cwd if not isolated else "/tmp"),
+                                     stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
+                                     pass_fds=fds, close_fds=True, start_new_session=True)
+        self._handshake = handshake
+        # Waiting on a pidfd wakes at the exit; Popen.wait(timeout) polls with sleeps of up to 50 ms.
+        self._exited = None
+        if hasattr(os, "pidfd_open"):  # Linux; elsewhere only unsafe runs exist, and they poll
+            self._exited = os.pidfd_open(self.proc.pid)  # unreaped child: the pid is still ours
+            self._stack.callback(os.close, self._exited)
+        self._stack.callback(self._stop)
+        if handshake:
+            try:
+                handshake.complete()
+            except (OSError, ValueError, KeyError) as exc:
+                self._stop()
+                said = (_read(self._err, 2000).strip().splitlines() or [repr(exc)])[-1]
+                raise OSError(f"bwrap did not start a sandbox: {said}") from None
+
+    def wait(self, timeout: float | None) -> bool:
+        """Whether the program ended within `timeout` seconds (None: wait as long as it takes).
+        It is reaped only by `_stop`, so that its process group id stays its own until then."""
+        timeout = None if timeout is None else max(timeout, 0)
+        if self._exited is not None:
+            return bool(select.select([self._exited], [], [], timeout)[0])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def finish(self, deadline: float | None = None) -> SandboxResult:
+        """Wait until `deadline` (a `time.monotonic()` value; default: start + timeout), stop it
+        and report how it ended."""
+        deadline = self.started + self.limits.timeout_s if deadline is None else deadline
+        timed_out = not self.wait(deadline - time.monotonic())
+        self._stop()
+        cap = self.limits.max_output_bytes
+        return SandboxResult(_status(self.proc.returncode, timed_out), self.proc.returncode,
+                             _read(self._out, cap), _read(self._err, cap),
+                             time.monotonic() - self.started, self.isolation.kind, timed_out)
+
+    def __exit__(self, *exc_info) -> None:
+        self._stack.close()
+
+    def _stop(self) -> None:
+        # Killing the sandbox's init makes the kernel kill every process of its pid namespace, and
+        # the init only finishes exiting (so bwrap, which reaps it, only exits) once they are all
+        # gone: after this, nothing of the run is left. Unsafe runs only have their process group,
+        # killed while its leader is unreaped, so that the group id cannot belong to anyone else.
+        if self.proc.returncode is not None:
+            return
+        if self._handshake:
+            self._handshake.kill_sandbox()
+            self.wait(_HANDSHAKE_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+class _Handshake(contextlib.AbstractContextManager):
+    """bwrap reports the sandbox's init on --info-fd and waits on a block fd until released: the
+    parent takes a pidfd on the init meanwhile (so the kill at the end can never hit a recycled
+    pid) and, as root, writes the id maps (--userns-block-fd), so that uid 65534 inside is uid
+    65534 outside, not root."""
+
+    def __init__(self, found: Isolation) -> None:
+        self._info_r, info_w = os.pipe()
+        block_r, self._block_w = os.pipe()
+        self.child_fds: tuple[int, ...] = (info_w, block_r)
+        self._map_ids = found.parent_maps_ids
+        self._pidfd: int | None = None
+
+    def complete(self) -> None:
+        for fd in self.child_fds:  # the child holds its own copies now
+            os.close(fd)
+        self.child_fds = ()
+        pid = json.loads(_read_all(self._info_r, _HANDSHAKE_S))["child-pid"]
+        self._pidfd = os.pidfd_open(pid)  # alive: it waits for the release below
+        if self._map_ids:
+            # 0 stays mapped to root so bwrap can mount before the launcher drops to 65534.
+            mapping = f"0 0 1\n{SANDBOX_ID} {SANDBOX_ID} 1\n"
+            for name in ("uid_map", "gid_map"):
+                Path(f"/proc/{pid}/{name}").write_text(mapping)
+        os.write(self._block_w, b"1")
+
+    def kill_sandbox(self) -> None:
+        if self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=2)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def __exit__(self, *exc_info) -> None:
+        for fd in (self._info_r, self._block_w, self._pidfd, *self.child_fds):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _bwrap_command(found: Isolation, handshake: _Handshake) -> list[str]:
+    command = [found.bwrap or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
+               "--new-session", "--hostname", "sandbox", "--cap-drop", "ALL",
+               "--info-fd", str(handshake.child_fds[0])]
+    if found.parent_maps_ids:
+        command += ["--userns-block-fd", str(handshake.child_fds[1]),
+                    *(arg for cap in ("SETUID", "SETGID", "SYS_RESOURCE")
+                      for arg in ("--cap-add", f"CAP_{cap}"))]  # for the launcher's drop only
+    else:
+        command += ["--block-fd", str(handshake.child_fds[1]), "--disable-userns",
+                    "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID)]
+    return [*command, *_view(), "--proc", "/proc", "--dev", "/dev", "--size", str(_TMPFS_BYTES),
+            "--perms", "1777", "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
+
+
+@functools.cache
+def _view() -> tuple[str, ...]:
+    """bwrap arguments for the read-only filesystem: /usr and its links, the interpreter's prefix."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = f"/{name}"
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    for root in _interpreter_roots():
+        # Parents are created world-searchable: a prefix under /root must be reachable by 65534.
+        for parent in reversed(Path(root).parents[:-1]):
+            args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", root, root]
+    return tuple(args)
+
+
+def _interpreter_roots() -> list[str]:
+    """Prefixes the interpreter needs (binary, stdlib, libpython) that /usr does not cover."""
+    exe = Path(_interpreter())
+    candidates = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, exe.parent.parent)}
+    outside = sorted(p for p in candidates if p != "/" and not _within(p, "/usr"))
+    return [p for p in outside if not any(q != p and _within(p, q) for q in outside)]
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+@functools.cache
+def _interpreter() -> str:
+    # The base interpreter, not a venv's: -I -S ignores site-packages, and the venv may not be shown.
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _rlimits(limits: SandboxLimits) -> dict[str, tuple[int, int]]:
+    memory = limits.memory_mb * 1024 * 1024
+    return {"RLIMIT_AS": (memory, memory), "RLIMIT_CPU": (limits.cpu_s, limits.cpu_s + 1),
+            "RLIMIT_FSIZE": (_MAX_FILE_BYTES, _MAX_FILE_BYTES), "RLIMIT_CORE": (0, 0),
+            "RLIMIT_NOFILE": (_MAX_OPEN_FILES, _MAX_OPEN_FILES),
+            "RLIMIT_NPROC": (limits.max_processes, limits.max_processes)}
+
+
+def _environment(home: str) -> dict[str, str]:
+    # Rebuilt, never copied: the parent's environment may hold tokens and keys.
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home,
+            "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@contextlib.contextmanager
+def _program_file(source: str):
+    """The program text in an unnamed file, handed over as a descriptor: no path to find it by."""
+    with tempfile.TemporaryFile() as f:
+        f.write(source.encode("utf-8"))
+        f.flush()
+        f.seek(0)
+        yield f.fileno()
+
+
+def _read_all(fd: int, timeout_s: float) -> bytes:
+    data, deadline = b"", time.monotonic() + timeout_s
+    while True:
+        if not select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]:
+            raise OSError(f"bwrap did not report its sandbox within {timeout_s:.0f} s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _version(bwrap: str) -> str:
+    try:
+        done = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() or "bwrap"
+    except (OSError, subprocess.TimeoutExpired):
+        return "bwrap"
 
 
 def _status(returncode: int, timed_out: bool) -> SandboxStatus:
     if timed_out:
         return "timeout"
     if returncode == 0:
-        return "passed"
-    code = returncode if returncode > 0 else 128 - returncode  # a signal, as a shell reports it
+        return "ok"
+    code = returncode if returncode > 0 else 128 - returncode  # a signal, as bwrap reports it
     if code == 128 + signal.SIGXCPU:
         return "timeout"
-    if code == _REFUSED_EXIT or code > 128:
+    if code == SETUP_FAILED or code > 128:
         return "error"
     return "failed"
 
