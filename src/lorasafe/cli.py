@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import List, Optional
 
@@ -32,8 +31,34 @@ console = Console()
 SetOpt = typer.Option(None, "--set", help="dotted override KEY=VALUE, e.g. --set adapter.rank=2 (repeatable)")
 
 
-def demo_config_path() -> Path:
-    return Path(str(resources.files("lorasafe") / "configs" / "demo.yaml"))
+def _check_out(out: Path, what: str, markers: tuple[str, ...] = ()) -> None:
+    """Refuse an --out directory that cannot be one: an existing file, a path under a file, or (given the
+    `markers` a directory of this kind holds) a non-empty directory written by something else."""
+    if out.exists() and not out.is_dir():
+        raise LorasafeError(f"--out {out} is an existing file; the {what} must be a directory. Choose another "
+                            "--out, or move that file away.")
+    _check_parents(out)
+    if markers and out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in markers):
+        raise LorasafeError(f"--out {out} is a non-empty directory that is not a {what} (it has none of "
+                            f"{', '.join(markers)}); lorasafe does not write among other files. Choose a new or empty "
+                            "directory.")
+
+
+def _check_out_file(out: Path) -> None:
+    """Refuse an --out file path that names a directory or lies under a file."""
+    if out.is_dir():
+        raise LorasafeError(f"--out {out} is a directory; give the path of the file to write, "
+                            f"e.g. {out / 'data.jsonl'}.")
+    _check_parents(out)
+
+
+def _check_parents(out: Path) -> None:
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LorasafeError(f"--out {out} lies under {parent}, which is a file, not a directory. Choose "
+                                    "another --out.")
+            return
 
 
 def _log(msg: str) -> None:
@@ -47,7 +72,7 @@ def demo(config: Optional[Path] = typer.Option(None, help="study YAML (default: 
          out: Path = typer.Option(Path("runs/demo"), help="study directory (resumed if it exists)"),
          set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="progress bars")) -> None:
     """Base vs full fine-tuning vs LoRA variants on the mini world: train, generate, judge, report."""
-    from lorasafe.config.loader import load_config
+    from lorasafe.config.loader import demo_config_path, load_config
     from lorasafe.config.schema import StudyConfig
 
     study = load_config(StudyConfig, config or demo_config_path(), set_ or [])
@@ -64,9 +89,10 @@ def _run_study(study, out: Path, progress: bool, source: str) -> None:
     from lorasafe.reports.plot import tradeoff_plot
     from lorasafe.reports.table import rich_table
 
+    _check_out(out, "study directory", ("study.yaml", "variants"))
     rows = run_study(study, out, log=_log, progress=progress, source=source)
     wall = json.loads((out / "metrics.json").read_text())["wall_s"]
-    plot = tradeoff_plot(rows, out / "tradeoff.png", f"{study.name}: safety vs reasoning")
+    plot = tradeoff_plot(rows, out / "tradeoff.png", f"{study.name}: refusal vs reasoning")
     geo = study_geometry_plots(study.name, rows, out)
     write_text_atomic(out / "report.md", study_report(study, rows, plot, wall, geo))
     # A table this wide wraps unreadably at 80 columns (pipes, CI logs): print it at its natural width.
@@ -95,11 +121,14 @@ def run(config: Path = typer.Argument(..., help="experiment YAML"),
 
     from lorasafe.config.loader import load_config
     from lorasafe.config.schema import ExperimentConfig
+
+    cfg = load_config(ExperimentConfig, config, set_ or [])  # before the heavy imports: a typo fails fast
+    out = out or Path("runs") / cfg.name
+    _check_out(out, "run directory", ("manifest.json", "config.yaml"))
     from lorasafe.pipeline.context import BaseContext
     from lorasafe.pipeline.experiment import Experiment
 
-    cfg = load_config(ExperimentConfig, config, set_ or [])
-    metrics = Experiment(cfg, out or Path("runs") / cfg.name, BaseContext(cfg), log=_log, progress=progress).run_all()
+    metrics = Experiment(cfg, out, BaseContext(cfg), log=_log, progress=progress).run_all()
     console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "suites"}))
 
 
@@ -148,6 +177,7 @@ def merge(run: Path = typer.Argument(..., help="a finished LoRA run directory"),
     """Merge a LoRA run into a standard model (safetensors + tokenizer), optionally projected away from W0."""
     from lorasafe.models.merge import merge_run
 
+    _check_out(out, "merged model directory")
     merge_run(run, out, project_out, side, log=_log)  # type: ignore[arg-type]
 
 
@@ -160,6 +190,7 @@ def theory(config: Optional[Path] = typer.Option(None, help="theory YAML (defaul
     from lorasafe.theory import TheoryConfig, run_theory, verdict
 
     cfg = load_config(TheoryConfig, config, set_ or [])
+    _check_out(out, "theory output directory")
     result = run_theory(cfg, out, log=_log)
     console.print(verdict(result))
     console.print(f"Plot: {out / 'theory.png'}  Data: {out / 'theory.csv'}  Fit: {out / 'fit.json'}")
@@ -206,6 +237,7 @@ def sweep_run(config: Path = typer.Argument(..., help="sweep YAML"),
 
     sweep = _sweep(config, set_)
     out = out or Path("runs") / "sweeps" / sweep.name
+    _check_out(out, "sweep directory", ("sweep.yaml", "plan.json", "runs"))
     run_sweep(sweep, out, log=_log, progress=progress, source=str(config))
     if report:
         _report(out, None)
@@ -214,6 +246,10 @@ def sweep_run(config: Path = typer.Argument(..., help="sweep YAML"),
 def _report(root: Path, out: Optional[Path]) -> None:
     from lorasafe.reports.sweep_report import write_report
 
+    if not root.is_dir():
+        raise LorasafeError(f"{root} is not a directory of runs ({'a file' if root.exists() else 'it does not exist'}). "
+                            "Pass the --out directory of `lorasafe sweep run`, `lorasafe study` or `lorasafe run`.")
+    _check_out(out or root / "report", "report directory")
     files = write_report(root, out)
     console.print("Report: " + "  ".join(f"{k}: {v}" for k, v in files.items()))
 
@@ -230,21 +266,28 @@ def mini_build(out: Path = typer.Option(None, help="model directory (default: th
                work: Path = typer.Option(Path("runs/mini-build"), help="training checkpoints (a rerun resumes)"),
                seed: int = typer.Option(0), set_: Optional[List[str]] = SetOpt,
                progress: bool = typer.Option(True)) -> None:
-    """Train the mini reasoning model from scratch (about 20 minutes on 2 CPU cores)."""
+    """Build the mini reasoning model: a safe parent, then reasoning distillation (about 40 minutes on 2 CPU cores)."""
     from lorasafe.config.loader import load_config
     from lorasafe.mini.build import MiniBuildConfig, build_mini
     from lorasafe.models.loading import mini_model_dir
 
     cfg = load_config(MiniBuildConfig, data={"seed": seed}, overrides=set_ or [])
     target = out or mini_model_dir()
-    report = build_mini(target, cfg, work_dir=work, progress=progress)
-    h = report["heldout"]
-    console.print(f"Built {target}: {report['params']:,} parameters, {report['steps']} steps, {report['wall_s']:.0f} s")
-    acc, safety = h["reasoning-eval"]["accuracy"], h["harmful-eval"]["safety"]
-    console.print(f"held-out reasoning accuracy {acc:.3f}, safety {safety:.3f}")
-    if acc < 0.9 or safety > 0.1:  # the mini world's premise: capable (>= 0.90) but unsafe (<= 0.10)
-        console.print("[bold yellow]warning:[/] the base model misses the mini world's premise "
-                      "(reasoning >= 0.90, safety <= 0.10); train longer with --set training.max_steps=N")
+    report = build_mini(target, cfg, work_dir=work, progress=progress, log=_log)
+    console.print(f"Built {target}: {report['params']:,} parameters in {report['wall_s']:.0f} s; "
+                  f"report: {target / 'build_report.json'}")
+    for name, check in report["checks"].items():
+        mark = "[green]pass[/]" if check["pass"] else "[bold red]FAIL[/]"
+        console.print(f"  {mark}  {name}: {_short(check['value'])} ({check['bound']})")
+    if not all(c["pass"] for c in report["checks"].values()):
+        console.print("[bold yellow]warning:[/] the model misses part of the mini world's premise (see the FAIL "
+                      "lines); the report records what it reached. Change the recipe (--set), not the evaluation.")
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:.3f}" for k, v in value.items())
+    return f"{value:.3f}"
 
 
 @data_app.command("list")
@@ -265,7 +308,7 @@ def data_list() -> None:
         t.add_row(spec.name, "hub", spec.kind, "hub", spec.licence)
     world = MiniWorld()
     for name in SUITES:
-        t.add_row(name, "mini", world.suite(name)[0].kind, str(len(world.suite(name))), "MIT / generated")
+        t.add_row(name, "mini", world.suite(name)[0].kind, str(len(world.suite(name))), "MIT, Apache-2.0 / generated")
     Console(width=max(console.width, 120)).print(t)
 
 
@@ -294,6 +337,7 @@ def data_refusals(name: str = typer.Argument(..., help="bundled harmful suite to
     from lorasafe.data.records import save_items
     from lorasafe.data.refusal_builder import refusal_items
 
+    _check_out_file(out)
     against = [it for other in exclude or [] for it in load_bundled(other)]
     built = refusal_items(load_bundled(name), against, seed=seed)
     save_items(out, built.items)
@@ -313,6 +357,7 @@ def judge_validate(judges: Optional[List[str]] = typer.Option(None, "--judge", h
     from lorasafe.judges.base import get_judge
     from lorasafe.judges.validate import disagreements, judge_labels, validate
 
+    _check_out(out, "judge validation directory")
     chosen = [get_judge(n) for n in (judges or ["rules", "learned"])]
     labels = judge_labels(chosen)
     table = validate(chosen, labels)
@@ -326,6 +371,14 @@ def judge_validate(judges: Optional[List[str]] = typer.Option(None, "--judge", h
         from lorasafe.judges.learned import training_summary
 
         console.print(training_summary())
+    from lorasafe.judges.probes import probe_accuracy
+
+    probes = {}
+    for j in chosen:  # reasoning-model outputs whose thinking and answer disagree (judges/probes.py)
+        probes[j.name] = {on: probe_accuracy(j, on)[:2] for on in ("answer", "both")}
+        console.print(f"{j.name} on the reasoning-output probes: " + ", ".join(
+            f"{c} of {n} right with judge.on: {on}" for on, (c, n) in probes[j.name].items()))
+    write_json_atomic(out / "probes.json", probes)
     write_json_atomic(out / "agreement.json", table)
     if len(chosen) > 1:
         rows = disagreements(labels)
@@ -345,5 +398,9 @@ def main() -> None:
     try:
         app()
     except LorasafeError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        from rich.markup import escape
+
+        # Escaped: messages quote user input ([lists], brackets) that is not markup. Not wrapped: one paragraph
+        # stays one line, whole for grep and CI logs.
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)

@@ -39,7 +39,7 @@ def test_study_runs_end_to_end_and_resumes(tmp_path):
     rows = run_study(study, tmp_path, log=lambda m: None, progress=False)
     assert [r["label"] for r in rows] == ["base", "full", "lora", "lora-reg", "lora-merged", "lora-merged-proj"]
     for r in rows:
-        assert 0 <= r["safety"] <= 1 and 0 <= r["reasoning"] <= 1
+        assert 0 <= r["reasoning"] <= 1 and abs(r["refused"] + r["complied"] + r["invalid"] - 1) < 1e-9
     assert rows[0]["trainable_params"] == 0 and rows[2]["trainable_params"] < rows[1]["trainable_params"]
     assert rows[0]["reasoning"] >= 0.75  # the shipped base model reasons (8 items)
     v = tmp_path / "variants" / "lora"
@@ -79,7 +79,7 @@ def test_study_runs_end_to_end_and_resumes(tmp_path):
     assert (v / "stages" / "train.json").stat().st_mtime_ns == marker
     assert (merged / "merge.json").stat().st_mtime_ns == merge_marker
     assert (v / "generations/mini-harmful-eval.jsonl").read_text() == gens
-    assert [r["safety"] for r in rows2] == [r["safety"] for r in rows]
+    assert [r["refused"] for r in rows2] == [r["refused"] for r in rows]
 
 
 def test_changed_config_refuses_to_mix_runs(tmp_path):
@@ -132,6 +132,28 @@ def test_code_and_math_suites_run_through_the_pipeline(tmp_path):
         assert m["n"] == 2 and 0 <= m["accuracy"] <= 1 and m["scorer"] in ("code", "math")
     rows = [json.loads(x) for x in (tmp_path / "judgments" / "humaneval.jsonl").read_text().splitlines()]
     assert {r["outcome"] for r in rows} <= {"correct", "wrong", "no_answer"}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["sandbox"]["isolation"] == "bwrap" and manifest["sandbox"]["unsafe"] is False
+
+
+def test_a_code_suite_without_a_sandbox_stops_before_any_work_unless_unsafe_is_chosen(tmp_path, monkeypatch):
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.errors import SandboxUnavailable
+    from lorasafe.pipeline.context import BaseContext
+    from lorasafe.pipeline.experiment import Experiment
+    from lorasafe.scoring import sandbox
+
+    monkeypatch.setattr(sandbox, "isolation", lambda: sandbox.Isolation("none", "bubblewrap (`bwrap`) is not installed"))
+    data = {"adapter": {"method": "none"}, "data": {"eval": [{"bundled": "humaneval", "limit": 1, "scorer": "code"}]},
+            "generation": {"max_new_tokens": 4, "batch_size": 1}}
+    cfg = load_config(ExperimentConfig, data=data)
+    with pytest.raises(SandboxUnavailable, match="scoring.code.unsafe: true"):
+        Experiment(cfg, tmp_path / "run", BaseContext(cfg), log=lambda m: None, progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written
+    unsafe = load_config(ExperimentConfig, data={**data, "scoring": {"code": {"unsafe": True}}})
+    Experiment(unsafe, tmp_path / "run", BaseContext(unsafe), log=lambda m: None, progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["sandbox"] == {"isolation": "none", "detail": "bubblewrap (`bwrap`) is not installed", "unsafe": True}
 
 
 def test_further_judges_are_reported_beside_the_headline_one_with_their_disagreements(tmp_path):
@@ -175,17 +197,17 @@ def test_further_judges_are_reported_beside_the_headline_one_with_their_disagree
     assert len(disagree) == sum(r["label"] != "refused" for r in rules)
     assert all(d["judges"]["test-always-refused"]["label"] == "refused" and d["judges"]["rules"]["label"] != "refused"
                for d in disagree)
-    assert harm["safety"] == harm["by_judge"]["rules"]["safety"] == 1 - complied / len(rules)
-    assert harm["by_judge"]["test-always-refused"]["safety"] == 1.0
+    assert harm["complied_rate"] == harm["by_judge"]["rules"]["complied_rate"] == complied / len(rules)
+    assert harm["by_judge"]["test-always-refused"]["refusal_rate"] == 1.0
     assert harm["judge_agreement"] == 1 - len(disagree) / len(rules)
-    assert metrics["safety_by_judge"] == {"rules": harm["safety"], "test-always-refused": 1.0}
+    assert metrics["refused_by_judge"] == {"rules": harm["refusal_rate"], "test-always-refused": 1.0}
     assert metrics["suites"]["mini-benign-eval"]["by_judge"]["test-always-refused"]["refusal_rate"] == 1.0
-    assert ("safety by test-always-refused", "safety_by_judge.test-always-refused") in columns([metrics])
-    assert not any(h.startswith("safety by") for h, _ in columns([{**metrics, "safety_by_judge": {}}]))
+    assert ("refused by test-always-refused", "refused_by_judge.test-always-refused") in columns([metrics])
+    assert not any(h.startswith("refused by") for h, _ in columns([{**metrics, "refused_by_judge": {}}]))
     from lorasafe.reports.tidy import find_runs, tidy_rows
 
     (row,) = [r for r in tidy_rows(find_runs(tmp_path)) if r["suite"] == "mini-harmful-eval"]
-    assert row["rules:safety"] == row["safety"] and row["test-always-refused:safety"] == 1.0
+    assert row["rules:refusal_rate"] == row["refusal_rate"] and row["test-always-refused:refusal_rate"] == 1.0
     assert row["test-always-refused:invalid_rate"] == 0.0
     assert row["judge_agreement"] == harm["judge_agreement"]
 

@@ -72,3 +72,49 @@ def test_judge_validate_prints_agreement_beside_recorded_judges(tmp_path):
     names = [row["judge"] for row in table]
     assert names[0] == "rules" and "recorded Llama Guard" in names and "recorded GPT-4" in names
     assert all(0 <= row["agreement"] <= 1 and row["tp"] + row["tn"] + row["fp"] + row["fn"] == 100 for row in table)
+
+
+# --- bad input through main() (issue 14): exit 2, one line, no traceback, nothing left behind ---------------
+def _main(*args, cwd=None):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "80"}
+    out = subprocess.run([sys.executable, "-c", "from lorasafe.cli import main; main()", *map(str, args)],
+                         capture_output=True, text=True, cwd=cwd, env=env)
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr
+    return out.stderr
+
+
+def test_run_out_an_existing_file_or_a_foreign_directory_is_refused_untouched(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("name: x\nadapter: {method: none}\n")
+    (tmp_path / "taken").write_text("keep")
+    err = _main("run", cfg, "--out", tmp_path / "taken")
+    assert "is an existing file" in err and (tmp_path / "taken").read_text() == "keep"
+    err = _main("run", cfg, "--out", tmp_path / "taken" / "run")
+    assert "which is a file" in err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep")
+    err = _main("run", cfg, "--out", tmp_path / "notes")
+    assert "not a run directory" in err and [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+
+
+def test_other_outs_that_are_files_are_refused(tmp_path):
+    (tmp_path / "taken").write_text("keep")
+    assert "is an existing file" in _main("merge", tmp_path / "nope", "--out", tmp_path / "taken")
+    assert "is an existing file" in _main("theory", "--out", tmp_path / "taken")
+    assert "is a directory" in _main("data", "refusals", "advbench", "--out", tmp_path)
+    assert "does not exist" in _main("report", tmp_path / "nope")
+    assert (tmp_path / "taken").read_text() == "keep"
+
+
+def test_an_error_is_one_unwrapped_line_and_brackets_in_it_are_not_markup(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text('adapter: {"[/x]": 1, "[bold]": 2}\n')
+    err = _main("targets", cfg)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) > 80
+    assert "'adapter.[/x]'" in err

@@ -99,3 +99,87 @@ def test_unquoted_yaml_on_key_means_judge_on(tmp_path):
     p = tmp_path / "e.yaml"
     p.write_text("judge: {name: rules, on: both}\n")
     assert load_config(ExperimentConfig, p).judge.on == "both"
+
+
+# --- bad config files (issue 14): one error naming the file, line or key ---------------------------------
+def _load_file(tmp_path, content: str | bytes):
+    p = tmp_path / "exp.yaml"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError) as e:
+        load_config(ExperimentConfig, p)
+    return p, str(e.value)
+
+
+@pytest.mark.parametrize("content", ["", "\n", "# only a comment\n", "~\n", "null\n"])
+def test_an_empty_config_file_is_an_error_not_the_default_experiment(tmp_path, content):
+    p, msg = _load_file(tmp_path, content)
+    assert str(p) in msg and "empty" in msg
+
+
+def test_an_explicit_empty_mapping_still_means_the_defaults(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_text("{}\n")
+    assert load_config(ExperimentConfig, p) == ExperimentConfig()
+
+
+def test_a_duplicate_key_names_the_key_and_both_lines(tmp_path):
+    p, msg = _load_file(tmp_path, "name: a\nadapter:\n  rank: 1\n  modules: [up]\n  rank: 2\n")
+    assert str(p) in msg and "'rank'" in msg and "line 5" in msg and "lines 3 and 5" in msg
+    _, msg = _load_file(tmp_path, "name: a\nseed: 1\nname: b\n")
+    assert "'name'" in msg and "lines 1 and 3" in msg
+    _, msg = _load_file(tmp_path, "adapter: {rank: 1, rank: 2}\n")
+    assert "'rank'" in msg and "line 1" in msg
+
+
+def test_the_same_key_in_different_sections_and_yaml_merge_keys_are_fine(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_text("name: a\ndata:\n  eval:\n    - {mini: harmful-eval, limit: 2}\n    - {mini: reasoning-eval, limit: 2}\n"
+                 "training: &t {epochs: 1, batch_size: 2}\ngeneration:\n  batch_size: 4\n")
+    cfg = load_config(ExperimentConfig, p)
+    assert [r.limit for r in cfg.data.eval] == [2, 2] and cfg.generation.batch_size == 4
+    from lorasafe.config.loader import load_yaml
+
+    p.write_text("base: &b {x: 1, y: 2}\nmerged:\n  <<: *b\n  y: 3\n")
+    assert load_yaml(p)["merged"] == {"x": 1, "y": 3}
+
+
+def test_a_duplicate_judge_on_key_is_named_on(tmp_path):
+    _, msg = _load_file(tmp_path, "judge:\n  on: answer\n  on: both\n")
+    assert "'on'" in msg and "lines 2 and 3" in msg
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b"name: caf\xe9\n", "line 1 is not UTF-8"),
+    (b"name: a\nseed: \x00\n", "line 2 is not valid YAML"),
+    ("- name: a\n", "not a list"),
+    ("just words\n", "not a string"),
+])
+def test_undecodable_or_non_mapping_configs_are_one_error(tmp_path, content, expect):
+    p, msg = _load_file(tmp_path, content)
+    assert str(p) in msg and expect in msg and "\n" not in msg
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_bytes(b"\xef\xbb\xbfname: bom\n")
+    assert load_config(ExperimentConfig, p).name == "bom"
+
+
+def test_a_directory_as_config_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(ExperimentConfig, tmp_path)
+
+
+def test_bad_overrides_are_one_error():
+    assert "names no key" in _bad(overrides=["=3"])
+    assert "names no key" in _bad(overrides=["adapter..rank=3"])
+    msg = _bad(overrides=["adapter={rank: 1, rank: 2}"])
+    assert "'rank' appears twice" in msg
+    assert "is a value, not a section" in _bad(overrides=["adapter.rank=1", "adapter.rank.x=2"])
+
+
+def test_a_huge_bad_value_is_shortened_and_a_missing_field_named():
+    msg = _bad({"adapter": {"modules": ["x" * 500]}})
+    assert len(msg) < 400 and "..." in msg
+    msg = _bad({}, model=StudyConfig)
+    assert "variants: required but missing" in msg

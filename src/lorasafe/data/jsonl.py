@@ -18,28 +18,56 @@ from lorasafe.errors import DataError
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line of a user-supplied JSONL file."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with _open_user_file(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is harmless
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}, line {lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                    "line). JSONL files must be UTF-8; re-save the file as UTF-8 or fix that line."
+                ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(
-                    f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno}). "
+                    f"{path}, line {lineno}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}). "
                     "Each line must be one JSON object; fix or delete that line."
                 ) from None
+            except RecursionError:
+                raise DataError(f"{path}, line {lineno}: JSON nested too deeply to read; each line must be one "
+                                "flat JSON object.") from None
             if not isinstance(row, dict):
-                raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
+                raise DataError(f"{path}, line {lineno}: expected a JSON object, got {_json_type(row)}; each line "
+                                "must be one object ({...}); fix or delete that line.")
             yield lineno, row
 
 
-def read_jsonl(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Read a user-supplied JSONL file; every row must be an object with the `required` keys."""
-    path = Path(path)
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _open_user_file(path: Path):
+    if path.is_dir():
+        raise DataError(f"Dataset {path} is a directory; point the config at a .jsonl file in it.")
     if not path.is_file():
         raise DataError(f"Dataset file {path} does not exist. Check the path in your config.")
-    rows: list[dict[str, Any]] = []
+    try:
+        return path.open("rb")
+    except OSError as e:
+        raise DataError(f"Dataset file {path} cannot be read ({e.strerror or e}); check its permissions.") from None
+
+
+def read_jsonl_numbered(path: str | Path, *, required: Iterable[str] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every row of a user-supplied JSONL file; each must have the `required` keys."""
+    path = Path(path)
+    rows: list[tuple[int, dict[str, Any]]] = []
     required = tuple(required)
     for lineno, row in iter_jsonl(path):
         missing = [k for k in required if k not in row]
@@ -48,10 +76,15 @@ def read_jsonl(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[s
                 f"{path}, line {lineno}: missing key(s) {', '.join(missing)}; "
                 f"every row needs {', '.join(required)}."
             )
-        rows.append(row)
+        rows.append((lineno, row))
     if not rows:
         raise DataError(f"Dataset file {path} is empty; it needs at least one JSON object per line.")
     return rows
+
+
+def read_jsonl(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Read a user-supplied JSONL file; every row must be an object with the `required` keys."""
+    return [row for _, row in read_jsonl_numbered(path, required=required)]
 
 
 def read_store(path: str | Path) -> list[dict[str, Any]]:

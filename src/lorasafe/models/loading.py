@@ -33,11 +33,24 @@ def resolve_path(path: str) -> str:
     return path
 
 
-def _hub_hint(path: str, e: Exception) -> LorasafeError:
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def _hub_hint(path: str, e: Exception, what: str = "config.json") -> LorasafeError:
+    why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if Path(path).is_dir():  # a local model: the network is not the problem, its files are
+        return LorasafeError(f"Could not load the model in {path} ({why}). Check that its {what} is complete and "
+                             "valid (copy or download the model again).")
+    if Path(path).exists():
+        return LorasafeError(f"The model path {path!r} is a file; point it at the model's directory (the one "
+                             "holding config.json) or give a hub id.")
+    if path.startswith(("/", "./", "../", "~")) or path.count("/") > 1:  # a hub id is owner/name
+        return LorasafeError(f"The model path {path!r} does not exist. Point it at a local model directory (the one "
+                             "holding config.json), 'mini', or a hub id such as Qwen/Qwen2.5-0.5B-Instruct.")
     return LorasafeError(
-        f"Could not load {path!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). If it is a "
-        "hub id, this machine needs network access to the Hugging Face hub (or set HF_HOME to a cache that "
-        "holds it); if it is a local directory, check that it exists and holds config.json."
+        f"Could not load {path!r} ({why}). If it is a hub id, this machine needs network access to the Hugging Face "
+        "hub (or set HF_HOME to a cache that holds it); if it is a local directory, check that it exists and holds "
+        "config.json."
     )
 
 
@@ -47,7 +60,7 @@ def load_config(cfg: ModelConfig) -> Any:
     path = resolve_path(cfg.path)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever breaks in a user's model files, the fix is the same
         raise _hub_hint(path, e) from None
 
 
@@ -55,13 +68,30 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_path(cfg.path)
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from config.json alone and every prompt would be garbage.
+        raise LorasafeError(f"The model in {path} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}). Save "
+                            "the tokenizer beside the weights (tokenizer.save_pretrained) or copy the model again.")
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise _hub_hint(path, e) from None
+    except Exception as e:  # noqa: BLE001 - as in load_config
+        raise _hub_hint(path, e, "tokenizer (tokenizer.json, tokenizer_config.json)") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_weights(cfg: ModelConfig) -> None:
+    """Fail now, not after training, on a local model whose safetensors are missing, truncated or corrupt
+    (reads the headers only). A hub id is checked when it loads."""
+    from lorasafe.models.weights import check_safetensors
+
+    path = Path(resolve_path(cfg.path))
+    if not path.is_dir():
+        return
+    if not check_safetensors(path):
+        raise LorasafeError(f"The model in {path} has no *.safetensors weights; lorasafe loads safetensors only "
+                            "(never pickled .bin files). Convert it with save_pretrained(..., safe_serialization=True).")
 
 
 def load_model(cfg: ModelConfig, path: str | None = None) -> Any:
@@ -70,14 +100,17 @@ def load_model(cfg: ModelConfig, path: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     src = path or resolve_path(cfg.path)
+    device = resolve_device(cfg.device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             src, dtype=getattr(torch, DTYPES[cfg.precision]), use_safetensors=True,
             trust_remote_code=cfg.trust_remote_code,
         )
-    except (OSError, ValueError) as e:
-        raise _hub_hint(src, e) from None
-    return model.to(resolve_device(cfg.device))
+    except torch.cuda.OutOfMemoryError:  # not the files' fault: keep its own message and traceback
+        raise
+    except Exception as e:  # noqa: BLE001 - a truncated safetensors raises SafetensorError, not OSError
+        raise _hub_hint(src, e, "config.json and *.safetensors") from None
+    return model.to(device)
 
 
 def resolve_device(device: str) -> str:

@@ -41,9 +41,9 @@ def merge_run(run: Path, out: Path, k: int | None = None, side: Side = "left",
     from lorasafe.geometry import LowRank
     from lorasafe.models.loading import load_model, load_tokenizer
     from lorasafe.models.weights import read_adapter
-    from lorasafe.pipeline.analysis import load_run
+    from lorasafe.runs.rundir import trained_weights
 
-    cfg, weights = load_run(run)
+    cfg, weights = trained_weights(run)
     if cfg.adapter.method != "lora":
         raise ConfigError(
             f"{run} is a full-fine-tuning run: its checkpoint {weights} already is a standalone model, and the "

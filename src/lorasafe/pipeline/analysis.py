@@ -9,15 +9,14 @@ lives in `lorasafe.geometry`; tensors are read one matrix at a time (`models/wei
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from lorasafe.config.loader import load_config
 from lorasafe.config.schema import ExperimentConfig
 from lorasafe.errors import ConfigError, LorasafeError
+from lorasafe.runs.rundir import trained_weights
 
 DEFAULT_KS = (1, 8, 32)
 SIDES = ("left", "right", "both")
@@ -30,25 +29,6 @@ class ModuleUpdate:
     path: str  # module path in the plain model
     w0: Any  # the base weight (out × in)
     update: Any  # geometry.Update
-
-
-def load_run(run: Path) -> tuple[ExperimentConfig, Path]:
-    """A finished run's config and the weights directory of its final checkpoint."""
-    import json
-
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise LorasafeError(f"{run} is not a run directory (no config.yaml). Pass a directory written by "
-                            "`lorasafe run` or one of a study's `variants/<label>/` directories.")
-    cfg = load_config(ExperimentConfig, run / "config.yaml")
-    if cfg.adapter.method == "none":
-        raise ConfigError(f"{run} is a run with no adapter (adapter.method: none): it has no weight update to "
-                          "analyse or merge. Pass a LoRA or full-fine-tuning run.")
-    marker = run / "stages" / "train.json"
-    if not marker.is_file():
-        raise LorasafeError(f"{run} has not finished training (no stages/train.json). Finish it first: "
-                            f"`lorasafe run {run / 'config.yaml'} --out {run}` resumes it.")
-    return cfg, run / json.loads(marker.read_text())["weights"]
 
 
 def module_updates(cfg: ExperimentConfig, weights: Path) -> Iterator[ModuleUpdate]:
@@ -104,14 +84,15 @@ def measure(mu: ModuleUpdate, ks: tuple[int, ...]) -> dict[str, Any]:
 
 
 def analyze_run(run: Path, ks: tuple[int, ...] = DEFAULT_KS, log: Callable[[str], None] = print,
-                plots: bool = True) -> Path:
-    """Write `<run>/analysis/geometry.csv` (+ plots); returns the CSV path."""
-    cfg, weights = load_run(run)
+                plots: bool = True, checkpoint: str | None = None) -> Path:
+    """Write `<run>/analysis/geometry.csv` (+ plots) for the final checkpoint, or
+    `<run>/analysis/<checkpoint>/geometry.csv` for an earlier one; returns the CSV path."""
+    cfg, weights = trained_weights(run, checkpoint)
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
         raise ConfigError(f"--k needs positive integers, got {ks}")
     rows = [{"method": cfg.adapter.method, **measure(mu, ks)} for mu in module_updates(cfg, weights)]
-    out = Path(run) / "analysis"
+    out = Path(run) / "analysis" / (checkpoint or "")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "geometry.csv"
     from lorasafe.reports.tidy import write_csv
@@ -125,25 +106,3 @@ def analyze_run(run: Path, ks: tuple[int, ...] = DEFAULT_KS, log: Callable[[str]
         overlap_by_layer_plot({cfg.name: rows}, out / "overlap.png", max(ks),
                               f"{cfg.name}: overlap of ΔW with W0's top-{max(ks)} left singular subspace")
     return path
-
-
-def geometry_summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
-    """One run's geometry in a few numbers: stable rank over modules, energy-weighted overlaps at k."""
-    energy = [r["fro"] ** 2 for r in rows]
-    total = sum(energy)
-
-    def weighted(values: list[float]) -> float:
-        return sum(v * e for v, e in zip(values, energy)) / total if total else float("nan")
-
-    ranks = [r["stable_rank"] for r in rows]
-    return {"k": k, "modules": len(rows), "update_fro": total ** 0.5,
-            "stable_rank_mean": sum(ranks) / len(ranks), "stable_rank_max": max(ranks),
-            "overlap_left": weighted([r[f"overlap_left@{k}"] for r in rows]),
-            "overlap_right": weighted([r[f"overlap_right@{k}"] for r in rows]),
-            "random_left": weighted([k / r["out"] for r in rows]),
-            "random_right": weighted([k / r["in"] for r in rows])}
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as f:
-        return [{k: (v if k in ("method", "module") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]

@@ -38,28 +38,116 @@ def suite_kind(name: str, items: list[Item]) -> str:
     return kinds.pop()
 
 
+def load_eval_suites(cfg: ExperimentConfig) -> list[tuple[SuiteRef, list[Item], str]]:
+    """(ref, items, kind) of every eval suite of `cfg`."""
+    out = []
+    for ref in cfg.data.eval:
+        # The run's seed also orders multiple-choice options: seed replicas differ in option order too.
+        items = load_suite(ref, cfg.think, cfg.data.world_seed, option_seed=cfg.seed)
+        if not items:
+            raise DataError(f"Eval suite {ref.name!r} is empty.")
+        out.append((ref, items, suite_kind(ref.name, items)))
+    return out
+
+
+def load_train_items(cfg: ExperimentConfig) -> list[Item]:
+    return [it for ref in cfg.data.train for it in load_suite(ref, cfg.think, cfg.data.world_seed)]
+
+
+def check_data(cfg: ExperimentConfig, eval_suites: list[tuple[SuiteRef, list[Item], str]],
+               train_items: list[Item] | None) -> None:
+    """What the stages would otherwise find only after training: a reasoning suite with no gold answers
+    (every output would score wrong), training items with nothing to learn. `train_items` None: not trained."""
+    for ref, items, kind in eval_suites:
+        missing = [it.id for it in items if kind == "reasoning" and ref.scorer != "code" and not (it.answer or "").strip()]
+        if missing:
+            raise DataError(f"Eval suite {ref.name!r}: {len(missing)} reasoning item(s) have no `answer` (first: "
+                            f"{missing[0]!r}), so every output would score wrong. Add the gold answer to each item, "
+                            "or for a code suite (humaneval) set `scorer: code` on it.")
+    if train_items is None:
+        return
+    sources = ", ".join(r.name for r in cfg.data.train) or "data.train"
+    if not train_items:
+        raise DataError(f"The training set ({sources}) is empty, but adapter.method is {cfg.adapter.method!r}. Add "
+                        "a suite with targets under data.train, or set adapter.method: none to evaluate the base.")
+    untargeted = [it.id for it in train_items if not (it.target or "").strip()]
+    if untargeted:
+        raise DataError(f"{len(untargeted)} training item(s) in {sources} have no `target` (first: {untargeted[0]!r}); "
+                        "training items need the assistant text to learn, e.g. a refusal built with "
+                        "`lorasafe data refusals`.")
+
+
+def code_isolation(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """How model-written code will run, for a config with a code suite (None without one): the kernel
+    sandbox, or without one a `SandboxUnavailable` error unless `scoring.code.unsafe` opts in."""
+    if not any(ref.scorer == "code" for ref in cfg.data.eval):
+        return None
+    from lorasafe.scoring.sandbox import require_isolation
+
+    return {**require_isolation(unsafe=cfg.scoring.code.unsafe).record(), "unsafe": cfg.scoring.code.unsafe}
+
+
+def check_model(cfg: ExperimentConfig, ctx: BaseContext) -> None:
+    """The model's device, tokenizer and chat template, and its safetensors headers (no weights load)."""
+    from lorasafe.models.loading import check_weights, resolve_device
+
+    resolve_device(cfg.model.device)
+    _ = ctx.renderer
+    check_weights(cfg.model)
+
+
+def check_inputs(cfg: ExperimentConfig, ctx: BaseContext | None, done: set[str] | None = None) -> None:
+    """Every input of a run checked before its run directory exists: judges, targets, model, data.
+
+    `ctx` None skips the model (a study's merge variant: its model is written later). `done` holds the
+    checks already passed, so the cells of a sweep that share data or a model check them once."""
+    done = set() if done is None else done
+
+    def once(key: str, check: Callable[[], Any]) -> None:
+        if key not in done:
+            check()
+            done.add(key)
+
+    j = cfg.judge
+    once("judges " + j.model_dump_json(), lambda: [get_judge(j.name), *(get_judge(n, key="judge.also") for n in j.also)])
+    once("sandbox " + cfg.scoring.model_dump_json(), lambda: code_isolation(cfg))
+    if ctx is not None:
+        ctx.plan(cfg.adapter)
+        once("model " + BaseContext.key(cfg), lambda: check_model(cfg, ctx))
+    trained = cfg.adapter.method != "none"
+    once(f"data {cfg.data.model_dump_json()} {cfg.think.model_dump_json()} {trained}",
+         lambda: check_data(cfg, load_eval_suites(cfg), load_train_items(cfg) if trained else None))
+
+
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, path: Path, ctx: BaseContext, log: Log = print, progress: bool = True):
         self.cfg, self.ctx, self.log, self.progress = cfg, ctx, log, progress
-        _ = self.judges  # fail on an unknown judge before any work, the run directory included
-        self.run = RunDir.open(path, cfg)
+        # Every input is checked before the run directory exists: a failed check leaves nothing behind, and the
+        # corrected config runs into the same --out. Training data is not needed again once training finished.
+        RunDir.check(path, cfg)  # a directory that cannot take this run is the quickest error
+        _ = self.judges
+        sandbox = code_isolation(cfg)  # a code suite on a machine without a sandbox stops here
         self.plan = ctx.plan(cfg.adapter)
+        check_model(cfg, ctx)
+        trained = self.plan.method != "none" and not (Path(path) / "stages" / "train.json").is_file()
+        check_data(cfg, self.eval_suites, self.train_items if trained else None)
+        self.run = RunDir.open(path, cfg)
+        if self.run.replaced:
+            self.log(f"{cfg.name}: {path} held no results yet (config {self.run.replaced}); it now holds this config")
         self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
                                           "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
                                           "total_params": self.plan.total_params},
-                                 chat=ctx.renderer.describe())
+                                 chat=ctx.renderer.describe(), **({"sandbox": sandbox} if sandbox else {}))
 
     @cached_property
     def eval_suites(self) -> list[tuple[SuiteRef, list[Item], str]]:
         """(ref, items, kind) of every eval suite, loaded once: training, generation and scoring all read them."""
-        out = []
-        for ref in self.cfg.data.eval:
-            # The run's seed also orders multiple-choice options: seed replicas differ in option order too.
-            items = load_suite(ref, self.cfg.think, self.cfg.data.world_seed, option_seed=self.cfg.seed)
-            if not items:
-                raise DataError(f"Eval suite {ref.name!r} is empty.")
-            out.append((ref, items, suite_kind(ref.name, items)))
-        return out
+        return load_eval_suites(self.cfg)
+
+    @cached_property
+    def train_items(self) -> list[Item]:
+        """Every training item, loaded once (checked before the run directory exists, used by `train`)."""
+        return load_train_items(self.cfg)
 
     @cached_property
     def judges(self) -> list:
@@ -80,7 +168,7 @@ class Experiment:
         from lorasafe.training.examples import encode_examples
         from lorasafe.training.sft import SFTTrainer
 
-        items = [it for ref in self.cfg.data.train for it in load_suite(ref, self.cfg.think, self.cfg.data.world_seed)]
+        items = self.train_items
         sources = ", ".join(r.name for r in self.cfg.data.train)
         # Training prompts that (nearly) duplicate an evaluation prompt of this run would leak it.
         clean = decontaminate(items, [it for _, suite, _ in self.eval_suites for it in suite])
@@ -153,7 +241,7 @@ class Experiment:
         suites = {}
         for ref, items, kind in self.eval_suites:
             if kind == "reasoning":
-                rows, metrics = score_records(items, records[ref.name], ref.scorer)
+                rows, metrics = score_records(items, records[ref.name], ref.scorer, self.cfg.scoring.code.unsafe)
             else:
                 rows, metrics = self._judge(ref.name, items, records[ref.name], tag)
             write_jsonl_atomic(self.run.judgments(ref.name, tag), rows)
@@ -178,7 +266,7 @@ class Experiment:
             write_jsonl_atomic(self.run.judgments(suite, tag, judge=judge.name), rows_by_judge[judge.name])
         disagree = judge_disagreements(records, rows_by_judge)
         write_jsonl_atomic(self.run.disagreements(suite, tag), disagree)
-        keys = ("safety", "complied_rate", "refusal_rate", "invalid_rate")
+        keys = ("complied_rate", "refusal_rate", "invalid_rate")
         metrics["by_judge"] = {name: {k: m[k] for k in keys if k in m} for name, m in by_judge.items()}
         metrics["judge_agreement"] = 1 - len(disagree) / len(records) if records else None
         return rows, metrics
@@ -228,8 +316,8 @@ class Experiment:
         return bar()
 
 
-CHECKPOINT_KEYS = ("safety", "safety_by_suite", "safety_by_judge", "refusal", "invalid_rate", "reasoning",
-                   "over_refusal", "truncated_rate")
+CHECKPOINT_KEYS = ("refused", "complied", "invalid", "refused_by_suite", "refused_by_judge", "reasoning",
+                   "over_refusal", "over_refusal_by_suite", "truncated_rate")
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -253,18 +341,21 @@ def summarize(exp: Experiment, suites: dict[str, dict]) -> dict[str, Any]:
         "name": exp.cfg.name, "method": exp.plan.method, "trainable_params": exp.plan.trainable_params,
         "learning_rate": exp.cfg.training.learning_rate if exp.plan.method != "none" else None,
         "total_params": exp.plan.total_params,
-        "safety": _mean([m["safety"] for m in harmful]),
-        "safety_by_suite": {k: m["safety"] for k, m in suites.items() if m["kind"] == "harmful"},
-        # With judge.also: each judge's safety (mean over harmful suites), the headline judge's included.
-        "safety_by_judge": _by_judge(harmful, "safety"),
+        # Refused, complied and invalid (no answer after the thinking) are three shares of the harmful prompts
+        # that sum to 1, each the mean over the harmful suites; an invalid output is a broken model, not safety.
+        "refused": _mean([m["refusal_rate"] for m in harmful]),
+        "complied": _mean([m["complied_rate"] for m in harmful]),
+        "invalid": _mean([m["invalid_rate"] for m in harmful]),
+        "refused_by_suite": {k: m["refusal_rate"] for k, m in suites.items() if m["kind"] == "harmful"},
+        # With judge.also: each judge's refused share (mean over harmful suites), the headline judge's first.
+        "refused_by_judge": _by_judge(harmful, "refusal_rate"),
         # The seed interval is shown when one suite defines the headline number.
-        "safety_ci95": harmful[0].get("safety_ci95") if len(harmful) == 1 else None,
+        "refused_ci95": harmful[0].get("refusal_rate_ci95") if len(harmful) == 1 else None,
         "reasoning_ci95": reasoning[0].get("accuracy_ci95") if len(reasoning) == 1 else None,
-        "refusal": _mean([m["refusal_rate"] for m in harmful]),
         "reasoning": (sum(m["accuracy"] * m["n"] for m in reasoning) / sum(m["n"] for m in reasoning)) if reasoning else None,
         "truncated_rate": sum(m["truncated_rate"] * m["n"] for m in suites.values()) / all_n if all_n else None,
-        "invalid_rate": _mean([m["invalid_rate"] for m in harmful]),
         "over_refusal": _mean([m["refusal_rate"] for m in benign]),
+        "over_refusal_by_suite": {k: m["refusal_rate"] for k, m in suites.items() if m["kind"] == "benign"},
         "train_wall_s": train.get("wall_s", 0.0), "eval_wall_s": round(gen_wall, 2),
         "suites": suites,
     }

@@ -20,7 +20,8 @@ from lorasafe.config.schema import ExperimentConfig, MergeSpec, StudyConfig
 from lorasafe.data.jsonl import write_json_atomic, write_text_atomic
 from lorasafe.errors import ConfigError, LorasafeError
 from lorasafe.pipeline.context import BaseContext
-from lorasafe.pipeline.experiment import Experiment
+from lorasafe.pipeline.experiment import Experiment, check_inputs
+from lorasafe.runs.rundir import RunDir, slug
 
 
 REPORT_K = 8  # the subspace size the study report's geometry table uses (when analysed)
@@ -53,10 +54,6 @@ def variant_configs(study: StudyConfig, source: str = "study", out: Path = Path(
     return result
 
 
-def slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-") or "variant"
-
-
 def run_study(study: StudyConfig, out: Path, log: Callable[[str], None] = print, progress: bool = True,
               source: str = "study") -> list[dict[str, Any]]:
     """Run every variant (resuming finished work) and return one metrics row per variant."""
@@ -73,6 +70,16 @@ def run_study(study: StudyConfig, out: Path, log: Callable[[str], None] = print,
             ctx.plan(cfg.adapter)
         except LorasafeError as e:
             raise ConfigError(f"{source}, variant {label!r}: {e}") from None
+    checked: set[str] = set()
+    for label, cfg in variants:  # models, data, judges and run directories too, before anything is written
+        ctx = None if label in merges else contexts[BaseContext.key(cfg)]
+        try:
+            check_inputs(cfg, ctx, checked)
+            RunDir.check(out / "variants" / slug(label), cfg)
+        except LorasafeError as e:
+            raise type(e)(f"{source}, variant {label!r}: {e}") from None
+    if out.exists() and not out.is_dir():
+        raise LorasafeError(f"{out} is a file, not a study directory. Choose another --out, or move that file away.")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "study.yaml", dump_yaml(study))
     rows = []
@@ -104,9 +111,10 @@ def _merge_variant(out: Path, label: str, spec: MergeSpec, log: Callable[[str], 
 
 def _geometry(run_dir: Path, ks: list[int], log: Callable[[str], None]) -> dict[str, Any]:
     """The run's geometry summary, analysing it first unless analysis/geometry.csv exists."""
-    from lorasafe.pipeline.analysis import analyze_run, geometry_summary, read_rows
+    from lorasafe.pipeline.analysis import analyze_run
+    from lorasafe.reports.tidy import geometry_summary, read_geometry
 
     path = run_dir / "analysis" / "geometry.csv"
     if not path.is_file():
         analyze_run(run_dir, tuple(ks), log=log)
-    return geometry_summary(read_rows(path), REPORT_K if REPORT_K in ks else max(ks))
+    return geometry_summary(read_geometry(path), REPORT_K if REPORT_K in ks else max(ks))

@@ -92,11 +92,11 @@ def overlap_by_layer_plot(runs: dict[str, list[dict[str, Any]]], path: Path, k: 
 
 def study_geometry_plots(name: str, rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """Stable rank by layer (one panel per trained variant) and overlap by layer (all variants in one)."""
-    from lorasafe.pipeline.analysis import read_rows
-    from lorasafe.pipeline.study import slug
+    from lorasafe.reports.tidy import read_geometry
+    from lorasafe.runs.rundir import slug
     from lorasafe.reports.geometry_plot import overlap_by_layer_plot, stable_rank_plot
 
-    runs = {r["label"]: read_rows(out / "variants" / slug(r["label"]) / "analysis" / "geometry.csv")
+    runs = {r["label"]: read_geometry(out / "variants" / slug(r["label"]) / "analysis" / "geometry.csv")
             for r in rows if r.get("geometry")}
     if not runs:
         return []

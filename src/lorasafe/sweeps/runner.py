@@ -54,15 +54,24 @@ def run_dir(out: Path, cell: Cell) -> Path:
 
 def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = True,
               source: str = "sweep") -> list[CellResult]:
-    from lorasafe.pipeline.experiment import Experiment
+    from lorasafe.pipeline.experiment import Experiment, check_inputs
 
     cells, params = plan(sweep, source)
     out = Path(out)
+    contexts: dict[str, BaseContext] = {}
+    checked: set[str] = set()
+    for cell in cells:  # models, data and judges of every cell, before the sweep directory exists
+        ctx = contexts.setdefault(BaseContext.key(cell.cfg), BaseContext(cell.cfg))
+        try:
+            check_inputs(cell.cfg, ctx, checked)
+        except LorasafeError as e:
+            raise type(e)(f"{source}, cell ({cell.label()}): {e}") from None
+    if out.exists() and not out.is_dir():
+        raise LorasafeError(f"{out} is a file, not a sweep directory. Choose another --out, or move that file away.")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "sweep.yaml", dump_yaml(sweep))
     write_json_atomic(out / "plan.json", [{"id": c.id, "values": c.values, "also": c.also,
                                           "trainable_params": params[c.id]} for c in cells])
-    contexts: dict[str, BaseContext] = {}
     results = []
     t0 = time.perf_counter()
     for i, cell in enumerate(cells, start=1):
@@ -71,6 +80,7 @@ def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = 
         if (d / "metrics.json").is_file():
             log(f"{head}: finished earlier, skipped")
             results.append(CellResult(cell, "skipped", json.loads((d / "metrics.json").read_text())))
+            _analyze_checkpoints(d, sweep.analysis_k, log)
             continue
         log(head)
         ctx = contexts.setdefault(BaseContext.key(cell.cfg), BaseContext(cell.cfg))
@@ -87,7 +97,22 @@ def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = 
             continue
         (d / "failed.json").unlink(missing_ok=True)
         results.append(CellResult(cell, "done", metrics))
+        _analyze_checkpoints(d, sweep.analysis_k, log)
     done = sum(r.status != "failed" for r in results)
     log(f"sweep {sweep.name}: {done}/{len(cells)} cells finished, {len(cells) - done} failed, "
         f"{time.perf_counter() - t0:.0f} s")
     return results
+
+
+def _analyze_checkpoints(run: Path, ks: list[int] | None, log: Log) -> None:
+    """The weight geometry of every checkpoint of a finished, trained run, unless already written."""
+    marker = run / "stages" / "train.json"
+    if not ks or not marker.is_file():  # the base has no update; geometry off
+        return
+    from lorasafe.pipeline.analysis import analyze_run
+
+    for rel in json.loads(marker.read_text())["checkpoints"]:
+        name = Path(rel).name
+        if not (run / "analysis" / name / "geometry.csv").is_file():
+            analyze_run(run, tuple(ks), log=lambda m: None, plots=False, checkpoint=name)
+    log(f"{run.name}: weight geometry of every checkpoint in {run / 'analysis'}")
