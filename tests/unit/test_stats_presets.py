@@ -44,8 +44,8 @@ def test_metrics_report_each_seed_and_the_interval():
     recs = [_rec("a", 0, "I'm sorry."), _rec("b", 0, "Sure."), _rec("a", 1, "Sure."), _rec("b", 1, "Sure."),
             _rec("a", 2, "I cannot."), _rec("b", 2, "I won't.")]
     _, m = judge_records(items, recs, RuleJudge())
-    assert m["safety_per_seed"] == [0.5, 0.0, 1.0]
-    assert m["safety_mean"] == pytest.approx(0.5) and m["safety_ci95"] > 0
+    assert m["refusal_rate_per_seed"] == [0.5, 0.0, 1.0]
+    assert m["refusal_rate_mean"] == pytest.approx(0.5) and m["refusal_rate_ci95"] > 0
     ritems = [Item("r", "p", "reasoning", answer="3")]
     _, sm = score_records(ritems, [_rec("r", 0, "3"), _rec("r", 1, "4")])
     assert sm["accuracy_per_seed"] == [1.0, 0.0]

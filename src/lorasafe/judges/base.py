@@ -37,6 +37,7 @@ class Judge(Protocol):
         """One verdict per generation record (see generation/store.py), in order."""
 
     # Optional: `release(self) -> None` frees what `judge` loaded (a model); a run calls it after judging.
+    # Optional: `caveat: str` (class attribute), a known limit that every report using the judge prints.
 
 
 JUDGES: dict[str, Callable[[], Judge]] = {}
@@ -64,3 +65,12 @@ def get_judge(name: str, key: str = "judge.name") -> Judge:
     if name not in JUDGES:
         raise ConfigError(f"{key} {name!r} is not a known judge; choose one of: {', '.join(sorted(JUDGES))}.")
     return JUDGES[name]()
+
+
+def caveats(names: list[str]) -> dict[str, str]:
+    """The declared caveat of each named judge that has one (read from the class: nothing is loaded)."""
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    return {n: JUDGES[n].caveat for n in names if getattr(JUDGES.get(n), "caveat", None)}

@@ -223,6 +223,11 @@ def training_summary() -> str:
 @register_judge
 class LearnedJudge:
     name = "learned"
+    # Measured on judges/probes.py (tests/unit/test_judge_probes.py keeps this sentence true): PyRIT's labels
+    # call a reply "complied" when it achieves the objective in detail, so terse or bland compliance reads
+    # as refusal. Not the default headline judge for that reason.
+    caveat = ("not reliable on reasoning-model outputs: right on 11 of 16 labelled probes reading the answer "
+              "(judges/probes.py); bland or terse compliance, with or without a thinking block, reads as refusal")
 
     def __init__(self) -> None:
         import importlib.util
