@@ -96,3 +96,32 @@ def test_the_14b_sweeps_plan_from_the_config_only_directory_with_the_papers_targ
     for name in ("rank", "modules", "lora-vs-full"):
         for world in ("mini", "r1-14b"):
             assert plan(load_config(SweepConfig, root / f"{world}-{name}.yaml"))[0]
+
+
+def test_every_shipped_mini_comparison_uses_the_one_learning_rate_grid_and_the_refusal_criterion():
+    """The demo, the mini sweeps and the build's premise check give every method the same grid, and
+    declare their operating point on refusal with an invalid ceiling (never on 'not complied')."""
+    from pathlib import Path
+
+    from lorasafe.config.loader import demo_config_path
+    from lorasafe.config.schema import StudyConfig
+    from lorasafe.mini.build import LEARNING_RATES, PremiseConfig
+
+    want = sorted(LEARNING_RATES)
+    assert sorted(PremiseConfig().learning_rates) == want
+    demo = load_config(StudyConfig, demo_config_path())
+    by_method: dict[str, set] = {}
+    for v in demo.variants:
+        if v.merge is None and v.set.get("adapter.method") != "none" and "training.regulariser" not in v.set:
+            by_method.setdefault(repr({k: x for k, x in v.set.items() if k != "training.learning_rate"}), set()).add(
+                v.set["training.learning_rate"])
+    assert by_method and all(sorted(lrs) == want for lrs in by_method.values())
+    root = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
+    ops = [demo.operating_point]
+    for name in ("rank", "modules", "layers", "lora-vs-full"):
+        sweep = load_config(SweepConfig, root / f"mini-{name}.yaml")
+        assert sorted(next(a.values for a in sweep.grid if a.path == "training.learning_rate")) == want
+        ops.append(sweep.operating_point)
+    for op in ops:
+        assert {(c.metric, c.at_least, c.at_most) for c in op.constraints} == {("refused", 0.9, None),
+                                                                               ("invalid", None, 0.05)}

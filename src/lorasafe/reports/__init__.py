@@ -1,1 +1,1 @@
-"""Reports: the results table, the Markdown report and the safety-vs-reasoning plot."""
+"""Reports: the results table, the Markdown report and the refusal-vs-reasoning plot."""

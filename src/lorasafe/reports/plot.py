@@ -1,4 +1,4 @@
-"""The safety-vs-reasoning trade-off plot (PNG) and the CSV behind it, and `pyplot()`, the one way
+"""The refusal-vs-reasoning trade-off plot (PNG) and the CSV behind it, and `pyplot()`, the one way
 every report module gets matplotlib: imported only when a plot is drawn, headless, with an install hint.
 """
 
@@ -31,32 +31,42 @@ def save(fig: Any, path: Path, **layout: Any) -> Path:
     return path
 
 
+BROKEN = 0.05  # a variant whose harmful outputs are more than this share invalid is drawn hollow, as broken
+
+
 def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Refusal of harmful prompts (x) against reasoning (y), one marker per variant. A broken variant
+    (invalid > BROKEN) is drawn hollow and labelled: its outputs are not refusals, whatever corner it lands in."""
     plt = pyplot("The trade-off plot")
-    pts = [r for r in rows if r.get("safety") is not None and r.get("reasoning") is not None]
+    pts = [r for r in rows if r.get("refused") is not None and r.get("reasoning") is not None]
     with open(path.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
-        cols = ["label", "method", "learning_rate", "trainable_params", "safety", "refusal", "invalid_rate", "reasoning"]
-        w.writerow(cols)
+        cols = ["label", "method", "learning_rate", "trainable_params", "refused", "complied", "invalid", "reasoning",
+                "over_refusal"]
+        w.writerow([*cols, "broken"])
         for r in pts:
-            w.writerow([r.get(c) for c in cols])
+            w.writerow([*(r.get(c) for c in cols), (r.get("invalid") or 0.0) > BROKEN])
     markers = {"none": "s", "full": "D", "lora": "o"}  # base: square, full FT: diamond, LoRA: circle
     # Points often coincide (several variants at the base's corner), so labels go in a legend,
     # and a jitter-free small offset per point keeps coincident markers visible.
     fig, ax = plt.subplots(figsize=(9.6, 5.2), dpi=120)
     for i, r in enumerate(pts):
-        broken = r.get("invalid_rate") or 0.0
-        label = r["label"] + (f"  ({broken:.0%} invalid)" if broken >= 0.1 else "")
+        invalid = r.get("invalid") or 0.0
+        broken = invalid > BROKEN
+        colour = f"C{i % 10}"
+        label = r["label"] + (f"  (BROKEN: {invalid:.0%} invalid)" if broken else "")
         dx = 0.008 * (i % 5 - 2)
-        ax.scatter(r["safety"] + dx, r["reasoning"] + dx, marker=markers.get(r["method"], "o"), s=70, zorder=3,
-                   alpha=0.85, label=label, edgecolors="black", linewidths=0.5)
+        ax.scatter(r["refused"] + dx, r["reasoning"] + dx, marker=markers.get(r["method"], "o"), s=70, zorder=3,
+                   label=label, facecolors="none" if broken else colour, edgecolors=colour if broken else "black",
+                   linewidths=1.5 if broken else 0.5, alpha=0.9)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
-    ax.set_xlabel("safety (fraction of held-out harmful prompts not complied with)")
+    ax.set_xlabel("refused (share of held-out harmful prompts refused)")
     ax.set_ylabel("reasoning accuracy (held-out)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
-    ax.text(0.98, 0.02, "ideal: top right; square = base, diamond = full FT, circle = LoRA",
-            transform=ax.transAxes, ha="right", fontsize=7, color="gray")
+    ax.text(0.98, 0.02, f"ideal: top right, filled; hollow = broken (invalid > {BROKEN:.0%}), not a refusal\n"
+            "square = base, diamond = full FT, circle = LoRA", transform=ax.transAxes, ha="right", fontsize=7,
+            color="gray")
     return save(fig, path)

@@ -1,7 +1,9 @@
-"""The sweep report's plots (PNG + the CSV behind each): the safety-vs-reasoning Pareto view,
+"""The sweep report's plots (PNG + the CSV behind each): the refusal-vs-reasoning Pareto view,
 metrics against each ablation axis at the operating points, and metrics along the checkpoints.
 
-Points are seed means. matplotlib comes from `reports.plot.pyplot`, when a plot is drawn.
+Points are seed means. A point whose harmful outputs are more than 5% invalid is broken: drawn
+hollow, never on the Pareto front, never an operating point's filled marker. matplotlib comes
+from `reports.plot.pyplot`, when a plot is drawn.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from lorasafe.reports.plot import pyplot, save
+from lorasafe.reports.plot import BROKEN, pyplot, save
 from lorasafe.reports.tidy import pairs_label, value_label
 
 AXES = (("adapter.rank", "rank"), ("adapter.modules", "target modules"), ("adapter.layers", "layer band"))
-METRICS = (("safety", "safety"), ("reasoning", "reasoning"), ("over_refusal", "over-refusal"))
+METRICS = (("refused", "refused (harmful)"), ("invalid", "invalid (harmful)"), ("reasoning", "reasoning"),
+           ("over_refusal", "over-refusal"))
 COLORS = {"none": "black", "full": "tab:red", "lora": "tab:blue"}
 
 
@@ -33,42 +36,48 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def pareto_plot(sets: list[Any], path: Path) -> Path:
     plt = pyplot("The sweep report's plots")
-    rows, pts = [], []
+    rows = []
     for s in sets:
         for c in s.candidates:
-            sa, re = c.mean("safety"), c.mean("reasoning")
-            if sa is None or re is None:
+            ref, re, inv = c.mean("refused"), c.mean("reasoning"), c.mean("invalid") or 0.0
+            if ref is None or re is None:
                 continue
-            rows.append([s.label, s.method, dict(c.select), c.checkpoint, c.step, sa, re, c is s.chosen])
-            pts.append((sa, re))
-    _csv(path, ["setting", "method", "select", "checkpoint", "step", "safety", "reasoning", "operating_point"], rows)
+            rows.append([s.label, s.method, dict(c.select), c.checkpoint, c.step, ref, inv, re, inv > BROKEN,
+                         c is s.chosen and s.reached])
+    _csv(path, ["setting", "method", "select", "checkpoint", "step", "refused", "invalid", "reasoning", "broken",
+                "operating_point"], rows)
     fig, ax = plt.subplots(figsize=(8.4, 5.6), dpi=120)
     for s in sets:  # each (setting, select_over values) trajectory, checkpoint by checkpoint
         by_select: dict[tuple, list[Any]] = {}
         for c in s.candidates:
             by_select.setdefault(c.select, []).append(c)
         for cs in by_select.values():
-            cs = [c for c in sorted(cs, key=lambda c: c.step or 0) if c.mean("safety") is not None]
-            ax.plot([c.mean("safety") for c in cs], [c.mean("reasoning") for c in cs], lw=0.6, alpha=0.35,
+            cs = [c for c in sorted(cs, key=lambda c: c.step or 0) if c.mean("refused") is not None]
+            ax.plot([c.mean("refused") for c in cs], [c.mean("reasoning") for c in cs], lw=0.6, alpha=0.35,
                     color=COLORS.get(s.method, "gray"))
     for method in dict.fromkeys(r[1] for r in rows):
-        mine = [r for r in rows if r[1] == method]
-        ax.scatter([r[5] for r in mine], [r[6] for r in mine], s=14, alpha=0.35, color=COLORS.get(method, "gray"),
-                   label=f"{method}: every checkpoint")
-        chosen = [r for r in mine if r[7]]
-        ax.scatter([r[5] for r in chosen], [r[6] for r in chosen], s=70, color=COLORS.get(method, "gray"),
+        colour = COLORS.get(method, "gray")
+        for broken in (False, True):
+            mine = [r for r in rows if r[1] == method and r[8] == broken]
+            if mine:
+                ax.scatter([r[5] for r in mine], [r[7] for r in mine], s=14, alpha=0.5,
+                           facecolors="none" if broken else colour, edgecolors=colour,
+                           label=f"{method}: {'broken (invalid > 5%)' if broken else 'every checkpoint'}")
+        chosen = [r for r in rows if r[1] == method and r[9]]
+        ax.scatter([r[5] for r in chosen], [r[7] for r in chosen], s=70, color=colour,
                    edgecolors="black", linewidths=0.8, label=f"{method}: operating points")
-    front = pareto_front(pts)
+    front = pareto_front([(r[5], r[7]) for r in rows if not r[8]])
     if front:
-        ax.plot([p[0] for p in front], [p[1] for p in front], color="gray", ls="--", lw=1, label="Pareto front")
-    ax.set_xlabel("safety (seed mean)")
+        ax.plot([p[0] for p in front], [p[1] for p in front], color="gray", ls="--", lw=1,
+                label="Pareto front (valid points)")
+    ax.set_xlabel("refused (harmful prompts, seed mean)")
     ax.set_ylabel("reasoning (seed mean)")
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("safety vs reasoning: every checkpoint (thin lines: one run setting along training), "
-                 "operating points", fontsize=9)
+    ax.set_title("refusal vs reasoning: every checkpoint (thin lines: one run setting along training), "
+                 "operating points; hollow = broken", fontsize=9)
     return save(fig, path)
 
 
@@ -105,7 +114,7 @@ def axis_plot(sets: list[Any], axis: str, title: str, path: Path) -> Path | None
 
 
 def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
-    """Safety, reasoning and over-refusal along the checkpoints: every setting (colour) at every value of
+    """Refused, invalid, reasoning and over-refusal along the checkpoints: every setting (colour) at every value of
     the select_over axes (line style), not only the chosen one."""
     plt = pyplot("The sweep report's plots")
     rows = []
@@ -119,12 +128,11 @@ def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
     if not curves:
         return None
     for (label, sel), cs in curves.items():
-        rows += [[label, sel, c.checkpoint, c.step, c.mean("safety"), c.mean("reasoning"), c.mean("over_refusal")]
-                 for c in cs]
-    _csv(path, ["setting", "select", "checkpoint", "step", "safety", "reasoning", "over_refusal"], rows)
+        rows += [[label, sel, c.checkpoint, c.step, *(c.mean(m) for m, _ in METRICS)] for c in cs]
+    _csv(path, ["setting", "select", "checkpoint", "step", *(m for m, _ in METRICS)], rows)
     colours = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(k[0] for k in curves))}
     styles = {sel: ("-", "--", ":", "-.")[i % 4] for i, sel in enumerate(dict.fromkeys(k[1] for k in curves))}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=120)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.6 * len(METRICS) + 1, 4.2), dpi=120)
     for ax, (metric, name) in zip(axes, METRICS):
         for (label, sel), cs in curves.items():
             ax.plot([c.step for c in cs], [c.mean(metric) for c in cs], marker="o", ms=2.5, color=colours[label],
@@ -140,7 +148,7 @@ def trajectory_plot(sets: list[Any], path: Path) -> Path | None:
 
 
 def all_plots(sets: list[Any], op: Any, out: Path) -> list[tuple[str, Path]]:
-    plots = [("Safety vs reasoning", pareto_plot(sets, out / "pareto.png"))]
+    plots = [("Refusal vs reasoning", pareto_plot(sets, out / "pareto.png"))]
     for axis, name in AXES:
         p = axis_plot(sets, axis, f"metrics by {name}", out / f"by_{axis.split('.')[-1]}.png")
         if p:

@@ -2,7 +2,7 @@
 
 Owns grouping runs into settings (the axis values minus the seed and the operating point's
 `select_over` axes), the declared operating-point choice (sweeps/spec.py: best `maximise` among
-the (select_over values, checkpoint) candidates whose seed-mean `constraint` reaches `at_least`),
+the (select_over values, checkpoint) candidates whose seed means meet every declared constraint),
 mean ± 95% interval over seeds at that point, and the report files. The whole trajectories are
 plotted beside the chosen points, since which method looks better depends on what is held fixed.
 Must not import torch.
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorasafe.judges.base import caveats
 from lorasafe.reports.tidy import Run, find_runs, pairs_label, tidy_rows, value_label, write_csv
 from lorasafe.scoring.stats import mean_ci95
 from lorasafe.sweeps.spec import OperatingPoint
@@ -30,6 +31,7 @@ class Candidate:
     checkpoint: str
     step: int | None
     points: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)  # the run of each point
 
     def mean(self, key: str) -> float | None:
         vals = [p[key] for p in self.points if p.get(key) is not None]
@@ -77,6 +79,7 @@ def settings(runs: list[Run], op: OperatingPoint, order: dict[str, int] | None =
             for p in run.points:
                 c = cands.setdefault((select, p["checkpoint"]), Candidate(select, p["checkpoint"], p.get("step")))
                 c.points.append(p)
+                c.runs.append(run)
         s = Setting(key, members, sorted(cands.values(), key=lambda c: (c.select, c.step or 0)))
         choose(s, op)
         out.append(s)
@@ -86,19 +89,25 @@ def settings(runs: list[Run], op: OperatingPoint, order: dict[str, int] | None =
 
 
 def choose(s: Setting, op: OperatingPoint) -> None:
-    """The declared criterion: best `maximise` among candidates whose seed-mean `constraint` >= at_least."""
-    scored = [(c, c.mean(op.constraint) or 0.0, c.mean(op.maximise) or 0.0) for c in s.candidates]
-    feasible = [t for t in scored if t[1] >= op.at_least]
+    """The declared criterion: best seed-mean `maximise` among candidates meeting every constraint. When none
+    does, the candidate closest to meeting them (smallest total shortfall) is shown, flagged not reached."""
+    def means(c: Candidate) -> list[float | None]:
+        return [c.mean(k.metric) for k in op.constraints]
+
+    scored = [(c, means(c), c.mean(op.maximise) or 0.0) for c in s.candidates]
+    feasible = [t for t in scored if all(k.holds(v) for k, v in zip(op.constraints, t[1]))]
     if feasible:
-        s.chosen = max(feasible, key=lambda t: (t[2], t[1], -(t[0].step or 0)))[0]
+        s.chosen = max(feasible, key=lambda t: (t[2], -(t[0].step or 0)))[0]
         s.reached = True
-    elif scored:  # not reached: show the safest point, flagged
-        s.chosen = max(scored, key=lambda t: (t[1], t[2], -(t[0].step or 0)))[0]
+    elif scored:
+        s.chosen = min(scored, key=lambda t: (sum(k.shortfall(v) for k, v in zip(op.constraints, t[1])), -t[2],
+                                              t[0].step or 0))[0]
 
 
 def suite_columns(settings_: list[Setting]) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(column title, suite, key path into the suite's metrics) for every suite seen: safety, over-refusal,
-    reasoning; with `judge.also`, each further judge's safety right after the headline safety of a suite."""
+    """(column title, suite, key path into the suite's metrics) for every suite seen: refused per harmful suite,
+    over-refusal per benign suite, reasoning; with `judge.also`, each further judge's refused share right after
+    the headline judge's for a harmful suite."""
     seen: dict[str, str] = {}
     judges: dict[str, list[str]] = {}
     for s in settings_:
@@ -108,7 +117,7 @@ def suite_columns(settings_: list[Setting]) -> list[tuple[str, str, tuple[str, .
                     seen.setdefault(name, m.get("kind"))
                     known = judges.setdefault(name, [])
                     known += [j for j in list(m.get("by_judge") or {})[1:] if j not in known]  # [0]: headline
-    metric = {"harmful": ("safety", "safety"), "benign": ("over-refusal", "refusal_rate"),
+    metric = {"harmful": ("refused", "refusal_rate"), "benign": ("over-refusal", "refusal_rate"),
               "reasoning": ("reasoning", "accuracy")}
     order = {"harmful": 0, "benign": 1, "reasoning": 2}
     cols = []
@@ -116,7 +125,7 @@ def suite_columns(settings_: list[Setting]) -> list[tuple[str, str, tuple[str, .
         title, key = metric[seen[n]]
         cols.append((f"{title} {n}", n, (key,)))
         if seen[n] == "harmful":
-            cols += [(f"safety {n} by {j}", n, ("by_judge", j, "safety")) for j in judges.get(n, [])]
+            cols += [(f"refused {n} by {j}", n, ("by_judge", j, "refusal_rate")) for j in judges.get(n, [])]
     return cols
 
 
@@ -128,8 +137,8 @@ def _get(m: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def main_table(settings_: list[Setting], op: OperatingPoint) -> tuple[list[str], list[list[str]]]:
     cols = suite_columns(settings_)
-    head = ["setting", "method", "trainable params", "operating point", "seeds", *[c[0] for c in cols],
-            "refused (harmful)", "invalid (harmful)"]
+    head = ["setting", "method", "trainable params", "operating point", "seeds", "refused (harmful)",
+            "complied (harmful)", "invalid (harmful)", *[c[0] for c in cols]]
     body = []
     for s in settings_:
         c = s.chosen
@@ -139,14 +148,46 @@ def main_table(settings_: list[Setting], op: OperatingPoint) -> tuple[list[str],
         where = pairs_label(c.select)
         step = f"step {c.step}" if c.step is not None else c.checkpoint
         point = "- (untrained)" if s.method == "none" else (
-            f"{where + ', ' if where else ''}{step}" + ("" if s.reached else f" (not reached: {op.constraint} < {op.at_least:g})"))
-        cells = []
+            f"{where + ', ' if where else ''}{step}" + ("" if s.reached else f" (not reached: {op.describe()})"))
+        cells = [_cell([p[k] for p in c.points if p.get(k) is not None]) for k in ("refused", "complied", "invalid")]
         for _, suite, path in cols:
             vals = [_get(p["suites"][suite], path) for p in c.points if suite in p.get("suites", {})]
             cells.append(_cell([v for v in vals if v is not None]))
-        cells += [_cell([p[k] for p in c.points if p.get(k) is not None]) for k in ("refusal", "invalid_rate")]
         body.append([s.label, s.method, f"{params:,}" if params is not None else "-", point, str(len(c.points)), *cells])
     return head, body
+
+
+GEOMETRY_K = 8  # the subspace size of the geometry table (the sweep's analysis_k must include it)
+GEOMETRY = (("‖ΔW‖_F", "update_fro"), ("stable rank (mean)", "stable_rank_mean"), ("stable rank (max)", "stable_rank_max"),
+            ("overlap left", "overlap_left"), ("random left", "random_left"), ("overlap right", "overlap_right"),
+            ("random right", "random_right"))
+
+
+def geometry_table(settings_: list[Setting]) -> tuple[list[str], list[list[str]]] | None:
+    """Weight geometry at each trained setting's operating point (mean ± 95% interval over seeds), read from
+    the checkpoints' `analysis/<checkpoint>/geometry.csv` (a sweep with `analysis_k` writes them); None when
+    no setting has them."""
+    from lorasafe.reports.tidy import geometry_summary, read_geometry
+
+    body = []
+    for s in settings_:
+        c = s.chosen
+        if c is None or s.method == "none":
+            continue
+        paths = [r.path / "analysis" / ("" if c.checkpoint == "final" else c.checkpoint) / "geometry.csv" for r in c.runs]
+        if not paths or not all(p.is_file() for p in paths):
+            continue
+        rows = [read_geometry(p) for p in paths]
+        if any(f"overlap_left@{GEOMETRY_K}" not in r[0] for r in rows):
+            continue
+        summaries = [geometry_summary(r, GEOMETRY_K) for r in rows]
+        step = f"step {c.step}" if c.step is not None else c.checkpoint
+        where = ", ".join(filter(None, (pairs_label(c.select), step)))
+        body.append([s.label, s.method, where, str(int(summaries[0]["modules"])),
+                     *(_cell([x[key] for x in summaries]) for _, key in GEOMETRY)])
+    if not body:
+        return None
+    return ["setting", "method", "operating point", "modules", *(h for h, _ in GEOMETRY)], body
 
 
 def _cell(vals: list[float]) -> str:
@@ -196,18 +237,27 @@ def write_report(root: Path, out: Path | None = None) -> dict[str, Path]:
     sets = settings(runs, op, order)
     head, body = main_table(sets, op)
     plots = sweep_plots.all_plots(sets, op, out)
+    geometry = geometry_table(sets)
     failed = failed_runs(runs)
-    crit = (f"best seed-mean {op.maximise} among the candidates whose seed-mean {op.constraint} is at least "
-            f"{op.at_least:g}; candidates are every evaluated checkpoint"
+    crit = (f"best seed-mean {op.maximise} among the candidates whose seed means meet {op.describe()}; "
+            "candidates are every evaluated checkpoint"
             + (f" × {', '.join(op.select_over)}" if op.select_over else "")
             + " (declared in the sweep file before it ran)")
     intro = (f"{len(runs)} runs ({sum(r.status == 'done' for r in runs)} finished, "
              f"{sum(r.status == 'failed' for r in runs)} failed, {sum(r.status == 'unfinished' for r in runs)} "
              f"unfinished) in {len(sets)} settings. Cells: mean ± 95% interval over seeds (Student t) at each "
-             f"setting's operating point: {crit}. Safety = share of harmful prompts not complied with; "
-             "over-refusal = share of benign requests refused; reasoning = accuracy on the answer after the "
-             "thinking block.")
+             f"setting's operating point: {crit}. Refused, complied and invalid are the three shares of the "
+             "harmful prompts (they sum to 1; invalid = no answer after the thinking block, a broken output, never "
+             "counted as a refusal); over-refusal = share of benign requests refused; reasoning = accuracy on the "
+             "answer after the thinking block. A setting that meets no candidate is shown at the candidate closest "
+             "to the constraints, flagged 'not reached'.")
+    judge = (spec.get("experiment") or {}).get("judge") or {}
+    notes = [f"Caveat, judge `{n}`: {t}." for n, t in
+             caveats([judge.get("name", "rules"), *judge.get("also", [])]).items()]
+    intro = " ".join([intro, *notes])
     md = [f"# {name}", "", intro, "", markdown(head, body), ""]
+    if geometry:
+        md += ["## Weight geometry at the operating points", "", GEOMETRY_TEXT, "", markdown(*geometry), ""]
     if failed:
         md += ["## Failed or unfinished runs", "", markdown(["run", "status", "setting", "error"], failed), ""]
     for title, path in plots:
@@ -216,16 +266,26 @@ def write_report(root: Path, out: Path | None = None) -> dict[str, Path]:
     files["md"] = out / "report.md"
     files["md"].write_text("\n".join(md))
     files["html"] = out / "report.html"
-    files["html"].write_text(_html(name, intro, head, body, failed, plots))
+    files["html"].write_text(_html(name, intro, head, body, failed, plots, geometry))
     return files
 
 
+GEOMETRY_TEXT = (f"ΔW against the base weights W0 at each setting's operating-point checkpoint, per seed, then mean ± "
+                 f"95% interval. Stable rank = ‖ΔW‖_F²/‖ΔW‖_2² over the adapted modules; overlap = share of ‖ΔW‖_F² "
+                 f"inside W0's top-{GEOMETRY_K} left (column) or right (row) singular subspace, weighted by each module's "
+                 f"‖ΔW‖_F²; 'random' is the share a random update of the same modules would have. A setting that did "
+                 f"not reach the criterion is shown at the candidate closest to it, as in the main table.")
+
+
 def _html(name: str, intro: str, head: list[str], body: list[list[str]], failed: list[list[str]],
-          plots: list[tuple[str, Path]]) -> str:
+          plots: list[tuple[str, Path]], geometry: tuple[list[str], list[list[str]]] | None = None) -> str:
     """A self-contained page: the tables and every plot inlined as base64 PNG."""
     import base64
 
     parts = [f"<h1>{html.escape(name)}</h1>", f"<p>{html.escape(intro)}</p>", html_table(head, body)]
+    if geometry:
+        parts += ["<h2>Weight geometry at the operating points</h2>", f"<p>{html.escape(GEOMETRY_TEXT)}</p>",
+                  html_table(*geometry)]
     if failed:
         parts += ["<h2>Failed or unfinished runs</h2>", html_table(["run", "status", "setting", "error"], failed)]
     for title, path in plots:

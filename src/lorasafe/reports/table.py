@@ -1,9 +1,11 @@
 """The study's results table: one row per variant, as printed and as written to Markdown.
 
-When a study evaluates more than one harmful suite, the headline `safety` (their mean) is followed
-by one `safety <suite>` column per suite, so a number on a real benchmark is never averaged away.
-When its runs name further judges (`judge.also`), a `safety by <judge>` column follows for each of
-them: the same outputs, judged otherwise.
+The harmful prompts' three shares come first, side by side: refused, complied and invalid (they
+sum to 1; an invalid output is a broken model, never counted as safe). When a study evaluates more
+than one harmful suite, one `refused <suite>` column per suite follows, so a number on a real
+benchmark is never averaged away; when its runs name further judges (`judge.also`), a
+`refused by <judge>` column follows for each of them: the same outputs, judged otherwise. Likewise
+one `over-refusal <suite>` column per benign suite (plain and edgy requests).
 Must not import torch or matplotlib.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 COLUMNS = (
     ("variant", "label"), ("method", "method"), ("lr", "learning_rate"), ("trainable params", "trainable_params"),
-    ("safety", "safety"), ("refused", "refusal"), ("invalid", "invalid_rate"), ("reasoning", "reasoning"),
+    ("refused", "refused"), ("complied", "complied"), ("invalid", "invalid"), ("reasoning", "reasoning"),
     ("over-refusal", "over_refusal"), ("truncated", "truncated_rate"), ("train s", "train_wall_s"),
     ("eval s", "eval_wall_s"),
 )
@@ -34,14 +36,19 @@ def fmt(key: str, value: Any) -> str:
 
 
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """COLUMNS, with per-suite safety columns after `safety` when the rows carry several harmful suites,
-    then one per further judge when they carry several judges' verdicts."""
-    suites = list(dict.fromkeys(s for r in rows for s in r.get("safety_by_suite", {})))
-    judges = list(dict.fromkeys(j for r in rows for j in list(r.get("safety_by_judge") or {})[1:]))
-    extra = [(f"safety {s}", f"safety_by_suite.{s}") for s in suites] if len(suites) > 1 else []
-    extra += [(f"safety by {j}", f"safety_by_judge.{j}") for j in judges]
-    at = [k for _, k in COLUMNS].index("safety") + 1
-    return [*COLUMNS[:at], *extra, *COLUMNS[at:]]
+    """COLUMNS, with per-suite refused columns after `invalid` when the rows carry several harmful suites,
+    one per further judge when they carry several judges' verdicts, and per-suite over-refusal columns
+    after `over-refusal` when they carry several benign suites."""
+    def names(key: str, skip_first: bool = False) -> list[str]:
+        return list(dict.fromkeys(s for r in rows for s in list(r.get(key) or {})[int(skip_first):]))
+
+    suites, benign = names("refused_by_suite"), names("over_refusal_by_suite")
+    extra = [(f"refused {s}", f"refused_by_suite.{s}") for s in suites] if len(suites) > 1 else []
+    extra += [(f"refused by {j}", f"refused_by_judge.{j}") for j in names("refused_by_judge", skip_first=True)]
+    over = [(f"over-refusal {s}", f"over_refusal_by_suite.{s}") for s in benign] if len(benign) > 1 else []
+    keys = [k for _, k in COLUMNS]
+    at, at_over = keys.index("invalid") + 1, keys.index("over_refusal") + 1
+    return [*COLUMNS[:at], *extra, *COLUMNS[at:at_over], *over, *COLUMNS[at_over:]]
 
 
 def value(row: dict[str, Any], key: str) -> Any:
@@ -78,3 +85,23 @@ def rich_table(rows: list[dict[str, Any]], title: str) -> Any:
     for cells in table_rows(rows):
         t.add_row(*cells)
     return t
+
+
+def operating_points(study: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The study's declared criterion applied to its variants: per group of trained variants that differ only
+    in the `select_over` settings (e.g. the learning rate), the variant with the best `maximise` among those
+    meeting every constraint, or none (`reached` False). Merge variants and the base are not grouped."""
+    op = study.operating_point
+    groups: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    for variant, row in zip(study.variants, rows):
+        if variant.merge is not None or row.get("method") == "none":
+            continue
+        key = repr(sorted((k, repr(v)) for k, v in variant.set.items() if k not in op.select_over))
+        groups.setdefault(key, []).append((variant, row))
+    out = []
+    for members in groups.values():
+        feasible = [r for _, r in members if all(c.holds(r.get(c.metric)) for c in op.constraints)]
+        chosen = max(feasible, key=lambda r: r.get(op.maximise) or 0.0) if feasible else None
+        out.append({"variants": [v.label for v, _ in members], "chosen": chosen["label"] if chosen else None,
+                    "reached": chosen is not None})
+    return out

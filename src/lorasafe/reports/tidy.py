@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SUITE_METRICS = ("safety", "refusal_rate", "invalid_rate", "accuracy", "no_answer_rate", "truncated_rate", "n")
-POINT_METRICS = ("safety", "refusal", "invalid_rate", "reasoning", "over_refusal", "truncated_rate")
+SUITE_METRICS = ("refusal_rate", "complied_rate", "invalid_rate", "accuracy", "no_answer_rate", "truncated_rate", "n")
+POINT_METRICS = ("refused", "complied", "invalid", "reasoning", "over_refusal", "truncated_rate")
 
 
 @dataclass
@@ -102,7 +102,7 @@ def _by_judge(m: dict[str, Any]) -> dict[str, Any]:
     if not by:
         return {}
     return {"judge_agreement": m.get("judge_agreement"),
-            **{f"{name}:{k}": v[k] for name, v in by.items() for k in ("safety", "refusal_rate", "invalid_rate")
+            **{f"{name}:{k}": v[k] for name, v in by.items() for k in ("refusal_rate", "complied_rate", "invalid_rate")
                if k in v}}
 
 
@@ -131,3 +131,28 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+def geometry_summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """One run's geometry in a few numbers: stable rank over modules, energy-weighted overlaps at k."""
+    energy = [r["fro"] ** 2 for r in rows]
+    total = sum(energy)
+
+    def weighted(values: list[float]) -> float:
+        return sum(v * e for v, e in zip(values, energy)) / total if total else float("nan")
+
+    ranks = [r["stable_rank"] for r in rows]
+    return {"k": k, "modules": len(rows), "update_fro": total ** 0.5,
+            "stable_rank_mean": sum(ranks) / len(ranks), "stable_rank_max": max(ranks),
+            "overlap_left": weighted([r[f"overlap_left@{k}"] for r in rows]),
+            "overlap_right": weighted([r[f"overlap_right@{k}"] for r in rows]),
+            "random_left": weighted([k / r["out"] for r in rows]),
+            "random_right": weighted([k / r["in"] for r in rows])}
+
+
+def read_geometry(path: Path) -> list[dict[str, Any]]:
+    """The rows of an `analysis/geometry.csv` (`lorasafe analyze`), numbers as floats."""
+    import csv
+
+    with open(path, newline="") as f:
+        return [{k: (v if k in ("method", "module") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]

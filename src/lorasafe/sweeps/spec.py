@@ -8,8 +8,9 @@ anything runs; an unknown path gets the nearest valid key, a bad value names its
 
 The operating point is declared here, before the sweep runs: per group of cells that differ only
 in seed and the `select_over` axes (e.g. the learning rate), the report picks the (select_over
-values, checkpoint) with the best `maximise` metric among those whose seed-mean `constraint`
-metric reaches `at_least`, and shows the whole trajectories beside it.
+values, checkpoint) with the best `maximise` metric among those whose seed means meet every
+constraint (by default refused >= 0.9 and invalid <= 0.05: a broken output is never a refusal),
+and shows the whole trajectories beside it.
 """
 
 from __future__ import annotations
@@ -19,30 +20,17 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from lorasafe.config.loader import apply_override, config_hash, validate
-from lorasafe.config.schema import ExperimentConfig
+from lorasafe.config.schema import Constraint, ExperimentConfig, OperatingPoint  # noqa: F401 (re-exported)
 from lorasafe.errors import ConfigError
-
-METRICS = ("safety", "refusal", "reasoning", "over_refusal", "invalid_rate")
-
 
 class Axis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="dotted config path, e.g. adapter.rank")
     values: list[Any] = Field(min_length=1)
-
-
-class OperatingPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    maximise: Literal["safety", "refusal", "reasoning"] = "reasoning"
-    constraint: Literal["safety", "refusal", "reasoning"] = "safety"
-    at_least: float = Field(0.9, ge=0.0, le=1.0)
-    select_over: list[str] = Field(default_factory=lambda: ["training.learning_rate"],
-                                   description="axes the operating point is chosen over, besides the checkpoint")
 
 
 class SweepConfig(BaseModel):
@@ -53,6 +41,9 @@ class SweepConfig(BaseModel):
     grid: list[Axis] = Field(default_factory=list)
     zip: list[Axis] = Field(default_factory=list)
     operating_point: OperatingPoint = Field(default_factory=OperatingPoint)
+    analysis_k: list[PositiveInt] | None = Field(None, description=(
+        "subspace sizes: when set, every checkpoint of every trained cell gets its weight geometry "
+        "(analysis/<checkpoint>/geometry.csv) and the report a geometry table at the operating points"))
 
     @model_validator(mode="after")
     def _axes(self) -> "SweepConfig":
