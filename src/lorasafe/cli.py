@@ -26,6 +26,8 @@ judge_app = typer.Typer(no_args_is_help=True, help="Judges and their agreement w
 app.add_typer(judge_app, name="judge")
 sweep_app = typer.Typer(no_args_is_help=True, help="Ablation sweeps: axes over config paths, resumable.")
 app.add_typer(sweep_app, name="sweep")
+model_app = typer.Typer(no_args_is_help=True, help="Model files: GGUF import, models shipped in PyPI packages.")
+app.add_typer(model_app, name="model")
 console = Console()
 
 SetOpt = typer.Option(None, "--set", help="dotted override KEY=VALUE, e.g. --set adapter.rank=2 (repeatable)")
@@ -146,11 +148,11 @@ def targets(config: Path = typer.Argument(..., help="experiment YAML"),
     mc = ctx.model_config
     console.print(f"model: {cfg.model.path} ({mc.model_type}, {mc.num_hidden_layers} layers)")
     console.print(f"method: {plan.method}")
-    for name in plan.modules:
-        o, i = plan.shapes[name]
-        console.print(f"  {name}  [{o}x{i}]")
+    for name in (*plan.modules, *plan.parameters):
+        console.print(f"  {name}  [{'x'.join(map(str, plan.shapes[name]))}]")
     if plan.method == "lora":
-        console.print(f"matched modules: {len(plan.modules)} (layers {plan.layers[0]}..{plan.layers[-1]})")
+        experts = f" + {len(plan.parameters)} expert parameters (PEFT target_parameters)" if plan.parameters else ""
+        console.print(f"matched modules: {len(plan.modules)}{experts} (layers {plan.layers[0]}..{plan.layers[-1]})")
     pct = 100 * plan.trainable_params / plan.total_params if plan.total_params else 0
     console.print(f"trainable parameters: {plan.trainable_params:,} of {plan.total_params:,} ({pct:.4f}%)")
 
@@ -385,6 +387,42 @@ def judge_validate(judges: Optional[List[str]] = typer.Option(None, "--judge", h
         write_jsonl_atomic(out / "disagreements.jsonl", rows)
         console.print(f"{len(rows)} rows where the judges disagree: {out / 'disagreements.jsonl'}")
     console.print(f"Tables: {out / 'agreement.json'}")
+
+
+@model_app.command("import")
+def model_import(gguf: Path = typer.Argument(..., help="a .gguf model file, or a packaged model's name (lorasafe model list)"),
+                 out: Path = typer.Argument(..., help="directory for the safetensors copy (new or empty)")) -> None:
+    """De-quantise a GGUF model once into a model directory (safetensors, tokenizer, chat template)."""
+    from lorasafe.models.gguf import import_gguf
+    from lorasafe.models.packaged import is_packaged, packaged_file
+
+    _check_out(out, "model directory")
+    src = packaged_file(str(gguf)) if is_packaged(str(gguf)) else gguf
+    if not src.is_file():
+        raise LorasafeError(f"{gguf} is not a file (nor a packaged model: see lorasafe model list).")
+    import_gguf(src, out, log=_log)
+    console.print(f"model.path: {out}")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Models that ship as a file in a PyPI package: `model.path: NAME` uses one (imported once into the cache)."""
+    from importlib import metadata
+
+    from rich.table import Table
+
+    from lorasafe.models.packaged import PACKAGED
+
+    t = Table(title="packaged models")
+    for col in ("name", "package", "installed", "licence", "model"):
+        t.add_column(col)
+    for m in PACKAGED.values():
+        try:
+            have = metadata.version(m.distribution)
+        except metadata.PackageNotFoundError:
+            have = f"no: {m.install}"
+        t.add_row(m.name, f"{m.distribution}=={m.version}", have, m.licence, m.description)
+    Console(width=max(console.width, 140)).print(t)
 
 
 def main() -> None:

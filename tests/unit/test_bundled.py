@@ -27,6 +27,7 @@ EXPECTED = {
     "jbb-judge-comparison": 100,
     "refusal-labelled": 105,
     "objective-labelled": 459,
+    "basic-qa": 91,
 }
 
 

@@ -62,6 +62,9 @@ def test_killed_training_resumes_to_the_same_weights(tiny_tokenizer, tmp_path, m
     assert ref_w.keys() == w.keys()
     for n in ref_w:
         torch.testing.assert_close(w[n], ref_w[n], rtol=1e-5, atol=1e-6)
+    # Resumed once more, at the end: nothing trains, and the final loss is the last checkpoint's.
+    _, again = _train(tiny_tokenizer, method, tmp_path / "run")
+    assert again.resumed_from == again.steps == 6 and again.final_loss == res.final_loss
 
 
 def test_training_moves_weights_and_lowers_loss(tiny_tokenizer, tmp_path):

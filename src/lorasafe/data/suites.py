@@ -20,7 +20,7 @@ def _world(seed: int, open_tag: str, close_tag: str, refusal_thinking: str):
 
 
 def think_format(think: ThinkConfig) -> ThinkFormat:
-    return ThinkFormat(think.open_tag, think.close_tag)
+    return ThinkFormat(think.open_tag, think.close_tag, think.enable_thinking)
 
 
 def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0, option_seed: int = 0) -> list[Item]:
@@ -43,4 +43,10 @@ def load_suite(ref: SuiteRef, think: ThinkConfig, world_seed: int = 0, option_se
             raise DataError(f"Suite {ref.hub!r} needs an optional package: {e}") from None
     else:
         items = load_items(ref.path)
+    if ref.sample is not None and ref.sample < len(items):
+        import random
+
+        # Seeded by the suite and the size only: every run, seed and variant evaluates the same items.
+        keep = set(random.Random(f"{ref.name}:{ref.sample}").sample(range(len(items)), ref.sample))
+        items = [it for i, it in enumerate(items) if i in keep]
     return items[: ref.limit] if ref.limit else items

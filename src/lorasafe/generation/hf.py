@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from lorasafe.generation.base import Completion, SamplingParams
 
@@ -10,9 +10,12 @@ from lorasafe.generation.base import Completion, SamplingParams
 class HFGenerator:
     """Generates with `model.generate` on whatever model (base, PEFT-wrapped, full) it is given."""
 
-    def __init__(self, tokenizer: Any, eos_token_ids: list[int]):
+    def __init__(self, tokenizer: Any, eos_token_ids: list[int], decode: Callable[[list[int]], str] | None = None):
         self.tokenizer = tokenizer
         self.eos = list(eos_token_ids)
+        # How generated ids become text: by default special tokens are dropped; a chat renderer whose
+        # thinking markers are special tokens (gpt-oss's channels) passes its own `decode` to keep them.
+        self.decode = decode or (lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
 
     def generate(self, model: Any, prompts: list[str], params: SamplingParams) -> list[Completion]:
         import torch
@@ -45,5 +48,5 @@ class HFGenerator:
             ended = next((i for i, t in enumerate(row) if t in self.eos), None)
             body = row if ended is None else row[:ended]
             body = [t for t in body if t != tok.pad_token_id]
-            results.append(Completion(tok.decode(body, skip_special_tokens=True), len(body), ended is None))
+            results.append(Completion(self.decode(body), len(body), ended is None))
         return results

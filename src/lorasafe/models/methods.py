@@ -32,13 +32,26 @@ class Lora:
     def prepare(self, model: Any, adapter: AdapterConfig, plan: TargetPlan) -> Any:
         from peft import LoraConfig, get_peft_model
 
+        from peft.tuners.lora import ParamWrapper
+
+        # Expert weights (MoE) are plain parameters: PEFT reaches them only through target_parameters;
+        # target_modules=[] then says "no modules" (a regex matching nothing would be an error).
         config = LoraConfig(r=adapter.rank, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
-                            target_modules=plan.peft_regex, bias="none", task_type="CAUSAL_LM")
+                            target_modules=plan.peft_regex if plan.modules else [],
+                            target_parameters=list(plan.parameters) or None, bias="none", task_type="CAUSAL_LM")
         peft_model = get_peft_model(model, config)
-        matched = sorted(n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
-                         if hasattr(m, "lora_A") and n.startswith("base_model.model."))
-        if matched != sorted(plan.modules):  # the plan and PEFT must agree exactly
-            raise RuntimeError(f"PEFT matched {len(matched)} modules, the plan resolved {len(plan.modules)}")
+        matched, wrapped = [], []
+        for n, m in peft_model.named_modules():
+            if not (hasattr(m, "lora_A") and n.startswith("base_model.model.")):
+                continue
+            if isinstance(m, ParamWrapper):  # one wrapper per parameter, nested when a module has several
+                wrapped.append(f"{n.removeprefix('base_model.model.').replace('.base_layer', '')}.{m.parameter_name}")
+            else:
+                matched.append(n.removeprefix("base_model.model."))
+        # the plan and PEFT must agree exactly
+        if sorted(matched) != sorted(plan.modules) or sorted(wrapped) != sorted(plan.parameters):
+            raise RuntimeError(f"PEFT matched {len(matched)} modules and {len(wrapped)} expert parameters, the plan "
+                               f"resolved {len(plan.modules)} and {len(plan.parameters)}")
         return peft_model
 
     def save(self, model: Any, path: Path) -> None:

@@ -82,7 +82,7 @@ def _merged(model: Any) -> Iterator[None]:
 
     active = model.active_adapter
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and active in m.lora_A]
-    backup = [(m, m.get_base_layer().weight.detach().to("cpu", copy=True)) for m in layers]
+    backup = [(m, _adapted(m).detach().to("cpu", copy=True)) for m in layers]
     model.merge_adapter([active])
     try:
         yield
@@ -90,4 +90,11 @@ def _merged(model: Any) -> Iterator[None]:
         model.unmerge_adapter()
         with torch.no_grad():
             for m, w in backup:
-                m.get_base_layer().weight.copy_(w)
+                _adapted(m).copy_(w)
+
+
+def _adapted(layer: Any) -> Any:
+    """The base tensor a LoRA layer adapts: a linear layer's weight, or the expert parameter a PEFT ParamWrapper
+    wraps (MoE target_parameters)."""
+    get_param = getattr(layer, "get_param", None)
+    return get_param() if get_param is not None else layer.get_base_layer().weight

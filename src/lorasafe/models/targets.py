@@ -2,7 +2,9 @@
 
 The model is instantiated on the meta device from its config (no weights, no memory), so the
 resolved names, their shapes and the trainable-parameter count are exact for any architecture
-transformers knows. PEFT then receives a regex that matches exactly those names.
+transformers knows. PEFT then receives a regex that matches exactly those module names, and the
+exact names of any fused expert parameters (MoE) as `target_parameters`: PEFT's ParamWrapper gives
+each of the E experts its own rank-r pair, so a (E, d1, d2) tensor trains r * E * (d1 + d2) values.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class TargetPlan:
     layers: list[int]
     trainable_params: int
     total_params: int
-    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (out, in)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # module -> (out, in); parameter -> its shape
+    parameters: list[str] = field(default_factory=list)  # full names of expert parameters (PEFT target_parameters)
 
     @property
     def peft_regex(self) -> str:
@@ -68,17 +71,36 @@ def resolve_targets(adapter: AdapterConfig, config: Any, model: Any | None = Non
     family = family_for(config.model_type)
     layers = layer_band(adapter.layers, config.num_hidden_layers)
     names = dict(model.named_modules())
-    modules, shapes, trainable = [], {}, 0
+    params = dict(model.named_parameters())
+    modules, parameters, shapes, trainable = [], [], {}, 0
+    for canon in adapter.modules:
+        if canon not in family.names:
+            raise TargetError(f"Module {canon!r} is not part of a {config.model_type} model ({family.name} family). "
+                              f"Valid module names: {', '.join(family.names)}.")
+    if any(c in family.parameters for c in adapter.modules) and adapter.dropout:
+        raise TargetError(f"adapter.dropout is {adapter.dropout}, but expert weights ({', '.join(family.parameters)}) "
+                          "are adapted through PEFT's target_parameters, which cannot apply dropout. Set "
+                          "adapter.dropout: 0.")
     for layer in layers:
         for canon in adapter.modules:
+            if canon in family.parameters:
+                path = family.parameter_path(layer, canon)
+                p = params.get(path)
+                if p is None or p.dim() != 3:
+                    raise TargetError(f"{canon!r} ({path}) is not a fused expert weight of layer {layer} of this "
+                                      f"{config.model_type} model (dense layers have none).")
+                parameters.append(path)
+                shapes[path] = tuple(p.shape)
+                trainable += adapter.rank * p.shape[0] * (p.shape[1] + p.shape[2])
+                continue
             path = family.module_path(layer, canon)
             mod = names.get(path)
             if mod is None or not hasattr(mod, "in_features"):
                 raise TargetError(
                     f"Module {canon!r} ({path}) is not a linear layer of this {config.model_type} model. "
-                    f"Valid module names: {', '.join(family.modules)}."
+                    f"Valid module names: {', '.join(family.names)}."
                 )
             modules.append(path)
             shapes[path] = (mod.out_features, mod.in_features)
             trainable += adapter.rank * (mod.in_features + mod.out_features)
-    return TargetPlan("lora", modules, layers, trainable, total, shapes)
+    return TargetPlan("lora", modules, layers, trainable, total, shapes, parameters)

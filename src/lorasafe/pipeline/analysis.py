@@ -48,7 +48,9 @@ def module_updates(cfg: ExperimentConfig, weights: Path) -> Iterator[ModuleUpdat
         items = []
         for f in read_adapter(weights):
             if f.module not in where:
-                raise LorasafeError(f"adapter module {f.module} is not a decoder-layer projection of {cfg.model.path}")
+                raise LorasafeError(
+                    f"adapter module {f.module} is not a decoder-layer projection of {cfg.model.path}: weight geometry "
+                    "covers LoRA on linear projections and full fine-tuning, not LoRA on MoE expert parameters yet")
             items.append((*where[f.module], f))
         for layer, module, f in sorted(items, key=lambda t: (t[0], list(family.modules).index(t[1]))):
             w0 = base.get(f.module + ".weight").float()

@@ -216,7 +216,7 @@ class Experiment:
             self.log(f"{self.cfg.name}: generation finished earlier for {', '.join(out)}, skipped")
         if not todo:
             return out
-        generator = HFGenerator(self.ctx.tokenizer, self.ctx.eos_ids)
+        generator = HFGenerator(self.ctx.tokenizer, self.ctx.eos_ids, decode=self.ctx.renderer.decode)
         with self.ctx.pool.model_for(self.plan.method, weights) as model:
             for ref, items in todo:
                 params, samples = self.sampling(ref)

@@ -109,12 +109,17 @@ def _merge_variant(out: Path, label: str, spec: MergeSpec, log: Callable[[str], 
     merge_run(out / "variants" / slug(spec.source), target, spec.project_out, spec.side, log=log)
 
 
-def _geometry(run_dir: Path, ks: list[int], log: Callable[[str], None]) -> dict[str, Any]:
-    """The run's geometry summary, analysing it first unless analysis/geometry.csv exists."""
+def _geometry(run_dir: Path, ks: list[int], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The run's geometry summary, analysing it first unless analysis/geometry.csv exists; None (logged) when
+    the update cannot be analysed (LoRA on MoE expert parameters), so the study's results stand without it."""
     from lorasafe.pipeline.analysis import analyze_run
     from lorasafe.reports.tidy import geometry_summary, read_geometry
 
     path = run_dir / "analysis" / "geometry.csv"
     if not path.is_file():
-        analyze_run(run_dir, tuple(ks), log=log)
+        try:
+            analyze_run(run_dir, tuple(ks), log=log)
+        except LorasafeError as e:
+            log(f"{run_dir.name}: no weight geometry ({e})")
+            return None
     return geometry_summary(read_geometry(path), REPORT_K if REPORT_K in ks else max(ks))

@@ -63,12 +63,15 @@ def study_report(study: StudyConfig, rows: list[dict[str, Any]], plot: Path | No
     lr_text = f"lr {lrs[0]:g}" if len(lrs) == 1 else "lr " + " or ".join(f"{x:g}" for x in lrs) + " (column lr)"
     t, g = e.training, e.generation
     suites = ", ".join(r.name for r in e.data.eval)
+    scorers = {n: m["scorer"] for r in rows for n, m in (r.get("suites") or {}).items() if m.get("kind") == "reasoning"}
     train = ", ".join(r.name for r in e.data.train)
     lines = [
         f"# {study.name}",
         "",
         f"Model `{e.model.path}` ({e.model.precision}); training data: {train}; evaluation: {suites}; "
-        f"judge: `{e.judge.name}`; reasoning scored by exact match on the answer after the thinking block.",
+        f"judge: `{e.judge.name}`{' (also ' + ', '.join(f'`{j}`' for j in e.judge.also) + ')' if e.judge.also else ''}, "
+        f"reading the {e.judge.on}; reasoning scored on the answer after the thinking block"
+        + (f" ({', '.join(f'{n}: {sc}' for n, sc in scorers.items())})" if scorers else "") + ".",
         "",
         f"Every trained variant used the same data and optimiser settings: {lr_text}, {t.scheduler} "
         f"schedule, warm-up ratio {t.warmup_ratio:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}"

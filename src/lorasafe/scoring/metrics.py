@@ -85,7 +85,8 @@ def _per_seed(rows: list[dict], name: str, metric) -> dict:
 _SCORERS = {"exact": ("lorasafe.scoring.exact", "ExactMatchScorer"),
             "math": ("lorasafe.scoring.math_answer", "MathScorer"),
             "choice": ("lorasafe.scoring.choice", "ChoiceScorer"),
-            "code": ("lorasafe.scoring.code", "CodeScorer")}
+            "code": ("lorasafe.scoring.code", "CodeScorer"),
+            "contains": ("lorasafe.scoring.contains", "ContainsScorer")}
 
 
 def get_scorer(name: str, unsafe_code: bool = False):

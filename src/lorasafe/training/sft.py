@@ -128,6 +128,8 @@ class SFTTrainer:
         finally:
             if bar:
                 bar.close()
+        if last_loss is None and done:  # resumed at the end: the loss is the last checkpoint's
+            last_loss = json.loads((done[-1] / "state.json").read_text())["loss"]
         return TrainResult(step, [str(p) for p in _checkpoints(self.ckpt_root)], last_loss, resumed_from,
                            time.perf_counter() - t0)
 
