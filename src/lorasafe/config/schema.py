@@ -190,6 +190,51 @@ class TrainingConfig(Strict):
     max_length: PositiveInt = 2048
     group_by_length: bool = Field(False, description="batch similar lengths together (less padding)")
     regulariser: RegulariserConfig | None = Field(None, description="an extra loss term (LoRA runs only)")
+    # Speed and memory (training/loss.py, examples.py, optimizer.py, accel.py). Defaults change numerics by float
+    # rounding at most; an option that changes more says so and is off by default.
+    packing: bool = Field(False, description=(
+        "padding-free micro-batches: examples packed into rows no longer than the longest one (one row with "
+        "flash-attention), position ids restarting per example so each attends only to itself; the same loss up "
+        "to float rounding, but LoRA dropout draws its masks for a different layout, so off by default to keep "
+        "earlier runs reproducible"))
+    loss_chunk_tokens: PositiveInt = Field(1024, description=(
+        "the LM head and loss run on completion positions only, this many at a time (never full-vocabulary "
+        "logits for the whole batch); same loss up to float rounding"))
+    optimizer_impl: Literal["auto", "fused", "foreach", "loop"] = Field("auto", description=(
+        "AdamW's implementation: auto = fused where the device supports it, else foreach; all give the same "
+        "update up to float rounding"))
+    prefetch: Literal["auto", "on", "off"] = Field("auto", description=(
+        "build the next micro-batches on a background thread; auto = on for CUDA (the host is idle while the GPU "
+        "computes), off on a CPU, where measured it does not pay"))
+    gradient_checkpointing: bool = Field(False, description=(
+        "recompute decoder layers in the backward instead of storing activations (long sequences); same numbers, "
+        "slower"))
+    autocast: Literal["off", "bf16"] = Field("off", description=(
+        "bf16 autocast of the forward and backward over the model's weights (fp32 weights and optimiser state "
+        "stay); changes numerics, so off by default; for GPUs"))
+    fp32_optimizer_state: bool = Field(False, description=(
+        "with model.precision bf16/fp16: keep fp32 master copies of the trainable weights and fp32 AdamW state, "
+        "the half-precision weights refreshed from them after each step; changes numerics, so off by default"))
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description=(
+        "the attention kernel while training: auto = flash_attention_2 on CUDA with half-precision weights or "
+        "autocast when flash-attn is installed, else the model's own (SDPA)"))
+    liger: bool = Field(False, description=(
+        "Liger's fused linear cross-entropy for the LM head on CUDA (needs liger-kernel); same loss up to float "
+        "rounding"))
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> dict[str, Any]:
+        # The speed options are left out while at their defaults, so configs written before they existed keep
+        # their hash (run dirs, sweep cells).
+        data = handler(self)
+        for name in _SPEED_FIELDS:
+            if getattr(self, name) == TrainingConfig.model_fields[name].default:
+                data.pop(name, None)
+        return data
+
+
+_SPEED_FIELDS = ("packing", "loss_chunk_tokens", "optimizer_impl", "prefetch", "gradient_checkpointing", "autocast",
+                 "fp32_optimizer_state", "attention", "liger")
 
 
 class GenerationConfig(Strict):

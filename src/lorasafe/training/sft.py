@@ -5,6 +5,12 @@ shared/REFERENCE.md): TRL appends a second end-of-turn token to Qwen-style compl
 text then differs from the inference prompt's continuation), turns on gradient checkpointing and
 bf16 by default, and ran 1.2-1.7x slower on CPU. The loop keeps one code path for LoRA and full
 fine-tuning: the method strategy decides what is trainable and how it is saved.
+
+Where the time goes, and what the loop does about it: the loss (training/loss.py) runs the LM head on
+completion positions only, in chunks; micro-batches can be packed without padding (examples.py); AdamW
+is fused where the device allows (optimizer.py); the host reads the loss once per optimiser step (one
+sync for the NaN guard, the log and `on_step`), never per micro-batch; on CUDA the next micro-batches
+are built on a background thread (loader.py).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +29,7 @@ from lorasafe.config.schema import TrainingConfig
 from lorasafe.data.jsonl import append_jsonl, write_json_atomic
 from lorasafe.errors import TrainingDiverged
 from lorasafe.models.methods import Method
-from lorasafe.training.examples import Example, collate
+from lorasafe.training.examples import Example, train_batch
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class TrainResult:
     final_loss: float | None
     resumed_from: int
     wall_s: float
+    setup: dict = field(default_factory=dict)  # how it ran: head path, optimiser, attention, packing
 
 
 def _checkpoints(root: Path) -> list[Path]:
@@ -61,6 +69,7 @@ class SFTTrainer:
         per_step = cfg.batch_size * cfg.grad_accum
         self.steps_per_epoch = max(1, math.ceil(len(examples) / per_step))
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.save_at = self._save_points()
 
     def _save_points(self) -> set[int]:
         every = self.cfg.save_every_steps or self.steps_per_epoch
@@ -84,7 +93,7 @@ class SFTTrainer:
         a = self.cfg.grad_accum
         return [micro[s:s + a] for s in range(0, len(micro), a)]
 
-    def _save(self, step: int, optimizer: Any, scheduler: Any, loss: float) -> Path:
+    def _save(self, step: int, optimizer: Any, scheduler: Any, loss: float, master: Any = None) -> Path:
         import torch
 
         final = self.ckpt_root / f"step-{step:06d}"
@@ -92,7 +101,10 @@ class SFTTrainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.method.save(self.model, tmp / "weights")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        if master is not None:
+            state["master"] = master.state_dict()
+        torch.save(state, tmp / "optimizer.pt")
         write_json_atomic(tmp / "state.json", {"step": step, "loss": loss, "total_steps": self.total_steps})
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -101,21 +113,37 @@ class SFTTrainer:
     def train(self) -> TrainResult:
         import torch
 
+        from lorasafe.training import accel
+        from lorasafe.training.loss import CompletionLoss
+        from lorasafe.training.optimizer import MasterWeights, build_optimizer, implementation
+
         t0 = time.perf_counter()
+        cfg = self.cfg
+        device = next(self.model.parameters()).device
+        accel.set_attention(self.model, accel.attention_for(cfg, self.model, device.type))
+        if cfg.gradient_checkpointing:
+            accel.enable_checkpointing(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
-        scheduler = _schedule(optimizer, self.cfg, self.total_steps)
+        half = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
+        master = MasterWeights(params) if cfg.fp32_optimizer_state and half else None
+        optimizer = build_optimizer(master.master if master else params, cfg)
+        scheduler = _schedule(optimizer, cfg, self.total_steps)
         step, last_loss = 0, None
         done = _checkpoints(self.ckpt_root)
         if done:  # resume from the newest complete checkpoint
             last = done[-1]
             self.method.restore(self.model, last / "weights")
             state = torch.load(last / "optimizer.pt", weights_only=True)
+            if master:
+                master.load_state_dict(state.get("master"))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step = json.loads((last / "state.json").read_text())["step"]
         resumed_from = step
-        save_at = self._save_points()
+        loss_fn = CompletionLoss(self.model, cfg.loss_chunk_tokens, liger=cfg.liger)
+        setup = {"head": loss_fn.path, "optimizer": implementation(optimizer), "packing": cfg.packing,
+                 "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
+                 "master_weights": master is not None}
         self.model.train()
         bar = None
         if self.progress:
@@ -124,66 +152,97 @@ class SFTTrainer:
             bar = tqdm(total=self.total_steps, initial=step, desc=self.desc, unit="step", leave=False)
         log = self.out_dir / "train_log.jsonl"
         try:
-            step, last_loss = self._loop(step, optimizer, scheduler, params, save_at, bar, log)
+            step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log)
         finally:
             if bar:
                 bar.close()
         if last_loss is None and done:  # resumed at the end: the loss is the last checkpoint's
             last_loss = json.loads((done[-1] / "state.json").read_text())["loss"]
         return TrainResult(step, [str(p) for p in _checkpoints(self.ckpt_root)], last_loss, resumed_from,
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, setup)
 
-    def _loop(self, step, optimizer, scheduler, params, save_at, bar, log) -> tuple[int, float | None]:
+    def _micro_batches(self, groups: list, device: Any, varlen: bool):
+        """The micro-batches of each optimiser step, built ahead on a thread where that pays."""
+        from lorasafe.training.examples import attention_span
+        from lorasafe.training.loader import prefetched
+
+        cfg = self.cfg
+        ahead = cfg.prefetch == "on" or (cfg.prefetch == "auto" and device.type == "cuda")
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        span = None if varlen else attention_span(base.config)  # varlen attention: one row, no quadratic mask
+
+        def make(group):
+            batches = [train_batch(m, self.pad_id, cfg.packing, span, varlen) for m in group]
+            return [b.pinned() for b in batches] if device.type == "cuda" else batches
+
+        return prefetched(make, groups, depth=2 if ahead else 0)
+
+    def _diverged(self, step: int, loss: float) -> TrainingDiverged:
+        kept = _checkpoints(self.ckpt_root)
+        where = f"the last good checkpoint {kept[-1]} is kept" if kept else "no checkpoint was written yet"
+        return TrainingDiverged(
+            f"Training diverged at step {step + 1}: the loss is {loss}; {where}. Lower "
+            f"training.learning_rate (now {self.cfg.learning_rate}) or check the training data, and "
+            "run again into a new output directory (--out); nothing written so far is removed."
+        )
+
+    def _loop(self, step, optimizer, scheduler, master, loss_fn, device, bar, log) -> tuple[int, float | None]:
         import torch
 
+        from lorasafe.training import accel
+
         last_loss = None
-        device = next(self.model.parameters()).device
+        varlen = accel.varlen_attention(self.model)
+        stepped = master.master if master else [p for p in self.model.parameters() if p.requires_grad]
         while step < self.total_steps:
             epoch, pos = divmod(step, self.steps_per_epoch)
-            groups = self._batches(epoch)
-            for group in groups[pos:]:
-                if step >= self.total_steps:
-                    break
-                torch.manual_seed(hash((self.seed, step)) & 0x7FFFFFFF)  # dropout, identical on resume
-                optimizer.zero_grad(set_to_none=True)
-                total = 0.0
-                for micro in group:
-                    batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
-                    loss = self.model(**batch).loss / len(group)
-                    if not torch.isfinite(loss):
-                        kept = _checkpoints(self.ckpt_root)
-                        where = f"the last good checkpoint {kept[-1]} is kept" if kept else "no checkpoint was written yet"
+            with closing(self._micro_batches(self._batches(epoch)[pos:], device, varlen)) as steps:
+                for group in steps:
+                    if step >= self.total_steps:
+                        break
+                    torch.manual_seed(hash((self.seed, step)) & 0x7FFFFFFF)  # dropout, identical on resume
+                    optimizer.zero_grad(set_to_none=True)  # with master weights, the model's grads were moved up
+                    total = torch.zeros((), device=device)
+                    for batch in group:
+                        with accel.autocast(self.cfg, device.type):
+                            loss = loss_fn(batch.to(device)) / len(group)
+                        loss.backward()
+                        total += loss.detach().float()
+                    pen = self.regulariser.penalty() if self.regulariser is not None else None
+                    if pen is not None:  # once per optimiser step, on the weights being stepped
+                        pen.backward()
+                    # The step's one host sync: the NaN guard, the log and on_step read these.
+                    values = torch.stack([total, pen.detach().float()]).tolist() if pen is not None else [total.item()]
+                    total_f, penalty = values[0], (values[1] if pen is not None else None)
+                    if not math.isfinite(total_f):
+                        raise self._diverged(step, total_f)
+                    if penalty is not None and not math.isfinite(penalty):
                         raise TrainingDiverged(
-                            f"Training diverged at step {step + 1}: the loss is {loss.item()}; {where}. Lower "
-                            f"training.learning_rate (now {self.cfg.learning_rate}) or check the training data, and "
-                            "run again into a new output directory (--out); nothing written so far is removed."
-                        )
-                    loss.backward()
-                    total += loss.item()
-                penalty = None
-                if self.regulariser is not None:  # once per optimiser step, on the weights being stepped
-                    pen = self.regulariser.penalty()
-                    if not torch.isfinite(pen):
-                        raise TrainingDiverged(
-                            f"The {self.regulariser.name} regulariser's penalty is {pen.item()} at step {step + 1}; "
+                            f"The {self.regulariser.name} regulariser's penalty is {penalty} at step {step + 1}; "
                             "lower training.regulariser.beta or training.learning_rate and run again into a new "
                             "output directory (--out); checkpoints written so far are kept.")
-                    pen.backward()
-                    penalty = pen.item()
-                if self.cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                last_loss = total
-                if step % 10 == 0 or step in save_at:
-                    entry = {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}
-                    append_jsonl(log, [entry if penalty is None else {**entry, "penalty": penalty}])
-                if bar:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{total:.4f}", **({} if penalty is None else {"penalty": f"{penalty:.3g}"}))
-                if step in save_at:
-                    self._save(step, optimizer, scheduler, total)
-                if self.on_step:
-                    self.on_step(step, total)
+                    if master:
+                        master.grads_up()
+                    if self.cfg.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(stepped, self.cfg.max_grad_norm)
+                    optimizer.step()
+                    if master:
+                        master.weights_down()
+                    scheduler.step()
+                    step += 1
+                    last_loss = total_f
+                    self._after_step(step, total_f, penalty, optimizer, scheduler, master, bar, log)
         return step, last_loss
+
+    def _after_step(self, step, total, penalty, optimizer, scheduler, master, bar, log) -> None:
+        save_at = self.save_at
+        if step % 10 == 0 or step in save_at:
+            entry = {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}
+            append_jsonl(log, [entry if penalty is None else {**entry, "penalty": penalty}])
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.4f}", **({} if penalty is None else {"penalty": f"{penalty:.3g}"}))
+        if step in save_at:
+            self._save(step, optimizer, scheduler, total, master)
+        if self.on_step:
+            self.on_step(step, total)

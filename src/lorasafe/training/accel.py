@@ -1,0 +1,88 @@
+"""Accelerator options of the trainer: attention kernel, autocast, gradient checkpointing, Liger.
+
+Each option is a `TrainingConfig` field applied through the libraries' own switches
+(`set_attn_implementation`, `gradient_checkpointing_enable`, `torch.autocast`, Liger's loss module);
+nothing here patches a model class or a forward. Liger's per-op kernels (RMSNorm, SwiGLU, RoPE) are not
+used: they are applied by replacing module forwards, which the house rules rule out; its fused linear
+cross-entropy is a loss module and is used for the LM head when asked for.
+
+Must not import the trainer, data or pipeline modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from typing import Any
+
+from lorasafe.config.schema import TrainingConfig
+from lorasafe.errors import ConfigError
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def liger_linear_ce() -> Any:
+    """Liger's fused linear cross-entropy (sum over targets); needs liger-kernel (Triton, a GPU)."""
+    if not _installed("liger_kernel"):
+        raise ConfigError("training.liger is on but liger-kernel is not installed: pip install liger-kernel "
+                          "(needs a CUDA GPU and Triton), or set training.liger: false")
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    loss = LigerFusedLinearCrossEntropyLoss(reduction="sum")
+    return lambda weight, hidden, targets, bias: loss(weight, hidden, targets, bias)
+
+
+def attention_for(cfg: TrainingConfig, model: Any, device: str) -> str | None:
+    """The attention implementation to switch to, or None to keep the model's (SDPA by default).
+
+    `auto` picks flash-attention 2 only where it runs and pays: a CUDA device, flash-attn installed,
+    half-precision weights or bf16 autocast (flash kernels take no fp32)."""
+    want = cfg.attention
+    if want == "auto":
+        half = next(model.parameters()).dtype in _half_dtypes() or cfg.autocast == "bf16"
+        return "flash_attention_2" if device == "cuda" and half and _installed("flash_attn") else None
+    if want == "flash_attention_2" and not _installed("flash_attn"):
+        raise ConfigError("training.attention is flash_attention_2 but flash-attn is not installed: pip install "
+                          "flash-attn (CUDA only), or set training.attention: auto")
+    return want
+
+
+def _half_dtypes() -> tuple:
+    import torch
+
+    return (torch.bfloat16, torch.float16)
+
+
+def set_attention(model: Any, impl: str | None) -> None:
+    if impl is None:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation(impl)
+
+
+def varlen_attention(model: Any) -> bool:
+    """True when the model's attention reads packed sequences from position ids without a dense mask
+    (flash-attention's varlen path): then a packed micro-batch is one row, with no quadratic cost."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "flash" in str(getattr(base.config, "_attn_implementation", ""))
+
+
+def enable_checkpointing(model: Any) -> None:
+    # Non-reentrant: no `enable_input_require_grads` needed for frozen embeddings (LoRA), and it keeps the
+    # RNG state, so dropout draws the same masks in the recomputation.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def autocast(cfg: TrainingConfig, device: str) -> Any:
+    import torch
+
+    if cfg.autocast == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
