@@ -58,3 +58,11 @@ def dedup(texts: list[str], threshold: float = 0.6, against: list[str] = ()) -> 
         kept.append(i)
         kept_sh.append(sh)
     return DedupResult(kept, exact, near)
+
+
+def near_any(texts: list[str], against: list[str], threshold: float = 0.6) -> list[bool]:
+    """For each text, whether it (nearly) duplicates one of `against`; texts are not compared with
+    each other (templated prompts that share a frame are meant to be alike)."""
+    ref_norm = {normalize(t) for t in against}
+    ref_sh = [shingles(t) for t in against]
+    return [normalize(t) in ref_norm or any(jaccard(shingles(t), o) >= threshold for o in ref_sh) for t in texts]
