@@ -36,7 +36,9 @@ BROKEN = 0.05  # a variant whose harmful outputs are more than this share invali
 
 def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Refusal of harmful prompts (x) against reasoning (y), one marker per variant. A broken variant
-    (invalid > BROKEN) is drawn hollow and labelled: its outputs are not refusals, whatever corner it lands in."""
+    (invalid > BROKEN) is drawn hollow and labelled: its outputs are not refusals, whatever corner it lands in.
+    Over-refusal is not an axis, so a variant that refuses benign requests too (over-refusal > BROKEN) says so in
+    its legend entry: refusing everything lands at the top right as well."""
     plt = pyplot("The trade-off plot")
     pts = [r for r in rows if r.get("refused") is not None and r.get("reasoning") is not None]
     with open(path.with_suffix(".csv"), "w", newline="") as f:
@@ -54,19 +56,22 @@ def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         invalid = r.get("invalid") or 0.0
         broken = invalid > BROKEN
         colour = f"C{i % 10}"
-        label = r["label"] + (f"  (BROKEN: {invalid:.0%} invalid)" if broken else "")
+        over = r.get("over_refusal") or 0.0
+        label = r["label"] + (f"  (BROKEN: {invalid:.0%} invalid)" if broken else "") + (
+            f"  (refuses {over:.0%} of benign)" if over > BROKEN else "")
         dx = 0.008 * (i % 5 - 2)
         ax.scatter(r["refused"] + dx, r["reasoning"] + dx, marker=markers.get(r["method"], "o"), s=70, zorder=3,
                    label=label, facecolors="none" if broken else colour, edgecolors=colour if broken else "black",
                    linewidths=1.5 if broken else 0.5, alpha=0.9)
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    # The reading key heads the legend, where no marker can sit under it.
+    key = (f"ideal: top right, filled, refusing no benign request\nhollow = broken (invalid > {BROKEN:.0%}), not a "
+           "refusal\nsquare = base, diamond = full FT, circle = LoRA")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False, title=key, title_fontsize=7,
+              alignment="left")
     ax.set_xlabel("refused (share of held-out harmful prompts refused)")
     ax.set_ylabel("reasoning accuracy (held-out)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
-    ax.text(0.98, 0.02, f"ideal: top right, filled; hollow = broken (invalid > {BROKEN:.0%}), not a refusal\n"
-            "square = base, diamond = full FT, circle = LoRA", transform=ax.transAxes, ha="right", fontsize=7,
-            color="gray")
     return save(fig, path)
