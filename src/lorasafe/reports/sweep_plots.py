@@ -43,9 +43,9 @@ def pareto_plot(sets: list[Any], path: Path) -> Path:
             if ref is None or re is None:
                 continue
             rows.append([s.label, s.method, dict(c.select), c.checkpoint, c.step, ref, inv, re, inv > BROKEN,
-                         c is s.chosen and s.reached])
+                         c is s.chosen and s.reached, c.mean("over_refusal")])
     _csv(path, ["setting", "method", "select", "checkpoint", "step", "refused", "invalid", "reasoning", "broken",
-                "operating_point"], rows)
+                "operating_point", "over_refusal"], rows)
     fig, ax = plt.subplots(figsize=(8.4, 5.6), dpi=120)
     for s in sets:  # each (setting, select_over values) trajectory, checkpoint by checkpoint
         by_select: dict[tuple, list[Any]] = {}
@@ -64,8 +64,13 @@ def pareto_plot(sets: list[Any], path: Path) -> Path:
                            facecolors="none" if broken else colour, edgecolors=colour,
                            label=f"{method}: {'broken (invalid > 5%)' if broken else 'every checkpoint'}")
         chosen = [r for r in rows if r[1] == method and r[9]]
+        # Over-refusal is not an axis, and refusing benign requests too also lands at the top right, so the
+        # legend gives the range of the operating points' over-refusal (their markers cluster; labels would not read).
+        over = [r[10] for r in chosen if r[10] is not None]
+        span = "" if not over else f" (over-refusal {min(over):.2f})" if min(over) == max(over) else \
+            f" (over-refusal {min(over):.2f}-{max(over):.2f})"
         ax.scatter([r[5] for r in chosen], [r[7] for r in chosen], s=70, color=colour,
-                   edgecolors="black", linewidths=0.8, label=f"{method}: operating points")
+                   edgecolors="black", linewidths=0.8, label=f"{method}: operating points{span}")
     front = pareto_front([(r[5], r[7]) for r in rows if not r[8]])
     if front:
         ax.plot([p[0] for p in front], [p[1] for p in front], color="gray", ls="--", lw=1,
