@@ -329,10 +329,8 @@ def test_varlen_batches_carry_host_built_sequence_boundaries(tiny_tokenizer):
 
 
 def test_speed_options_at_their_defaults_keep_config_hashes():
-    from lorasafe.config.schema import _SPEED_FIELDS
-
     # configs written before these fields existed keep their hash (run dirs, sweep cells)
-    assert not set(_SPEED_FIELDS) & set(TrainingConfig().model_dump())
+    assert not set(TrainingConfig.OMIT_AT_DEFAULT) & set(TrainingConfig().model_dump())
     chosen = TrainingConfig(packing=True, loss_chunk_tokens=64, gradient_checkpointing=True)
     assert {"packing", "loss_chunk_tokens", "gradient_checkpointing"} <= set(chosen.model_dump())
     assert TrainingConfig.model_validate(chosen.model_dump()) == chosen

@@ -7,7 +7,7 @@ Must not import torch or transformers.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
                       model_serializer, model_validator)
@@ -22,6 +22,21 @@ Band = Literal["all", "early", "middle", "late"]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class OmitAtDefault(Strict):
+    """A config whose fields added after runs existed are left out of its dump while at their default, so
+    configs written before those fields keep their hash (run directories, sweep cells)."""
+
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name in self.OMIT_AT_DEFAULT:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
 
 class ModelConfig(Strict):
@@ -74,7 +89,9 @@ class AdapterConfig(Strict):
         return v
 
 
-class ThinkConfig(Strict):
+class ThinkConfig(OmitAtDefault):
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("enable_thinking",)
+
     open_tag: str = "<think>"
     close_tag: str = "</think>"
     refusal_thinking: str = DEFAULT_REFUSAL_THINKING
@@ -82,17 +99,11 @@ class ThinkConfig(Strict):
         "the chat template's thinking switch (Qwen3: false pre-fills an empty thinking block and training targets "
         "keep only the answer); unset = the template's default. A template without the switch is an error"))
 
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler: Any) -> dict[str, Any]:
-        # Left out while unset, so configs written before the field existed keep their hash (run dirs, sweep cells).
-        data = handler(self)
-        if self.enable_thinking is None:
-            data.pop("enable_thinking", None)
-        return data
 
-
-class SuiteRef(Strict):
+class SuiteRef(OmitAtDefault):
     """One dataset: a mini-world suite, a bundled benchmark, or a JSONL file of items."""
+
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("sample",)
 
     mini: str | None = None
     bundled: str | None = None
@@ -122,14 +133,6 @@ class SuiteRef(Strict):
             if self.preset not in PRESETS:
                 raise ValueError(f"preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
         return self
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler: Any) -> dict[str, Any]:
-        # Left out while unset, so configs written before the field existed keep their hash (run dirs, sweep cells).
-        data = handler(self)
-        if self.sample is None:
-            data.pop("sample", None)
-        return data
 
     @property
     def name(self) -> str:
@@ -176,7 +179,12 @@ class RegulariserConfig(Strict):
         return self
 
 
-class TrainingConfig(Strict):
+class TrainingConfig(OmitAtDefault):
+    # the speed options (training/loss.py, examples.py, optimizer.py, accel.py), added after runs existed
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "packing", "loss_chunk_tokens", "optimizer_impl", "prefetch", "gradient_checkpointing", "autocast",
+        "fp32_optimizer_state", "attention", "liger")
+
     learning_rate: PositiveFloat = 5e-5
     epochs: PositiveInt = 5
     max_steps: PositiveInt | None = Field(None, description="stop after this many optimiser steps")
@@ -221,20 +229,6 @@ class TrainingConfig(Strict):
     liger: bool = Field(False, description=(
         "Liger's fused linear cross-entropy for the LM head on CUDA (needs liger-kernel); same loss up to float "
         "rounding"))
-
-    @model_serializer(mode="wrap")
-    def _omit_defaults(self, handler: Any) -> dict[str, Any]:
-        # The speed options are left out while at their defaults, so configs written before they existed keep
-        # their hash (run dirs, sweep cells).
-        data = handler(self)
-        for name in _SPEED_FIELDS:
-            if getattr(self, name) == TrainingConfig.model_fields[name].default:
-                data.pop(name, None)
-        return data
-
-
-_SPEED_FIELDS = ("packing", "loss_chunk_tokens", "optimizer_impl", "prefetch", "gradient_checkpointing", "autocast",
-                 "fp32_optimizer_state", "attention", "liger")
 
 
 class GenerationConfig(Strict):
