@@ -202,22 +202,21 @@ def evaluate_model(model: Any, renderer: ChatRenderer, world: MiniWorld, max_new
 
 
 def refusal_target_loss(model: Any, renderer: ChatRenderer, items: list) -> float:
-    """Mean per-token cross-entropy (nats) of the refusal-SFT completions under `model`."""
+    """Mean per-token cross-entropy (nats) of the refusal-SFT completions under `model`: the trainer's own
+    completion loss, summed over batches."""
     import torch
 
-    from lorasafe.training.examples import collate, encode_examples
+    from lorasafe.training.examples import encode_examples, train_batch
+    from lorasafe.training.loss import CompletionLoss
 
     examples = encode_examples(renderer, items, 256, source="harmful-align")
+    loss = CompletionLoss(model)
     total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
         for s in range(0, len(examples), 32):
-            batch = collate(examples[s:s + 32], renderer.tokenizer.pad_token_id)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-            labels = batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                     ignore_index=-100, reduction="sum")
-            total, count = total + loss.item(), count + int((labels != -100).sum())
+            batch = train_batch(examples[s:s + 32], renderer.tokenizer.pad_token_id)
+            total, count = total + loss(batch).item() * batch.n_targets, count + batch.n_targets
     return total / count
 
 
