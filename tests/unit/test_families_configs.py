@@ -7,15 +7,20 @@ checked here by hand. conftest sets HF_HUB_OFFLINE=1, which is how every test se
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from lorasafe.cli import app
 from lorasafe.models import offline
+from lorasafe.models.structure import ModelStructure, known_structure
 
 runner = CliRunner()
 
@@ -147,3 +152,53 @@ def test_probe_http_answer_is_reachable(monkeypatch):
     finally:
         server.server_close()
     assert reachable  # any status is an answer
+
+
+# Shipped structure.json files: stored measurements of the config-only copies, so `targets` needs no torch.
+CONFIG_DIRS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs" / "models").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("model_dir", CONFIG_DIRS, ids=lambda p: p.name)
+def test_shipped_structure_matches_a_fresh_meta_measurement(model_dir):
+    """Fails when a config.json changes without `lorasafe model structure DIR`, or transformers lays a model out
+    differently from the stored file."""
+    from transformers import AutoConfig
+
+    stored = known_structure(model_dir)
+    assert stored is not None, f"{model_dir}/structure.json is missing or stale: run lorasafe model structure {model_dir}"
+    assert stored == ModelStructure.measure(AutoConfig.from_pretrained(str(model_dir)))
+
+
+def test_targets_offline_imports_neither_torch_nor_transformers(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("name: t\nmodel: {path: deepseek-ai/DeepSeek-R1-Distill-Qwen-14B}\n"
+                   "adapter: {method: lora, rank: 1, modules: [up], layers: {first: 16, last: 31}}\n")
+    code = ("import sys; from lorasafe.cli import main; sys.argv = ['lorasafe', 'targets', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('imported:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "LORASAFE_CACHE": str(tmp_path / "cache")})
+    assert "trainable parameters: 303,104 of 14,770,033,664" in out.stdout, out.stdout + out.stderr
+    assert "imported: []" in out.stdout
+
+
+def test_a_changed_config_is_measured_again_and_cached(tmp_path, monkeypatch):
+    """structure.json is keyed by the config's sha256: an edited config.json is never answered from a stale file."""
+    import json
+    import shutil
+
+    from lorasafe.config.schema import ExperimentConfig
+    from lorasafe.pipeline.context import BaseContext
+
+    monkeypatch.setenv("LORASAFE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m"
+    shutil.copytree(CONFIG_DIRS[0], model)
+    config = json.loads((model / "config.json").read_text())
+    config["num_hidden_layers"] = 3
+    (model / "config.json").write_text(json.dumps(config))
+    assert known_structure(model) is None  # the shipped file describes the original config
+    cfg = ExperimentConfig.model_validate({"name": "t", "model": {"path": str(model)}})
+    assert BaseContext(cfg).structure.num_hidden_layers == 3
+    cached = known_structure(model)  # now from the cache
+    assert cached is not None and cached.num_hidden_layers == 3
+    assert len(list((tmp_path / "cache" / "structures").iterdir())) == 1

@@ -77,28 +77,35 @@ def _hub_hint(path: str, e: Exception, what: str = "config.json") -> LorasafeErr
     )
 
 
+def config_source(cfg: ModelConfig) -> str:
+    """Where the model's config.json comes from: a local directory, or a hub id the hub can serve. Offline, a hub id
+    is answered by the local HF cache, else by a config-only copy (one line says so). Imports no transformers."""
+    path = resolve_path(cfg.path)
+    if _is_hub_id(path) and _local_only():
+        return str(_offline_config_dir(path))
+    return path
+
+
 def load_config(cfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
-    path = resolve_path(cfg.path)
-    if _is_hub_id(path) and _local_only():
-        return _offline_config(path, cfg.trust_remote_code)
+    source = config_source(cfg)
     try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        return AutoConfig.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - whatever breaks in a user's model files, the fix is the same
-        raise _hub_hint(path, e) from None
+        raise _hub_hint(source, e) from None
 
 
-def _offline_config(hub_id: str, trust_remote_code: bool) -> Any:
-    """The config of a hub id without the hub: the local HF cache, else a config-only copy (one line says so)."""
-    from transformers import AutoConfig
+def _offline_config_dir(hub_id: str) -> Path:
+    """The directory holding the config.json of a hub id without the hub: its snapshot in the local HF cache, else
+    its config-only copy."""
+    from huggingface_hub import try_to_load_from_cache
 
     from lorasafe.models.offline import PROBE_TIMEOUT_S, config_only_dir, endpoint, say_once
 
-    try:
-        return AutoConfig.from_pretrained(hub_id, trust_remote_code=trust_remote_code, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not in the cache: try the config-only copies
-        pass
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    if isinstance(cached, str):
+        return Path(cached).parent
     local = config_only_dir(hub_id)
     if local is None:
         raise LorasafeError(
@@ -109,7 +116,7 @@ def _offline_config(hub_id: str, trust_remote_code: bool) -> Any:
     say_once(hub_id, f"note: the Hugging Face hub ({endpoint()}) is not reachable; {hub_id} resolves to the "
                      f"config-only copy {local} (architecture only: targets and sweep plans work, training and "
                      "generation need the weights)")
-    return AutoConfig.from_pretrained(str(local))
+    return local
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:

@@ -1,8 +1,9 @@
 """Adapter targeting: resolve an `AdapterConfig` to exact module names before weights load.
 
-The model is instantiated on the meta device from its config (no weights, no memory), so the
-resolved names, their shapes and the trainable-parameter count are exact for any architecture
-transformers knows. PEFT then receives a regex that matches exactly those module names, and the
+Targets are resolved against the model's structure (models/structure.py: measured from the model
+instantiated on the meta device, no weights, or read from a stored measurement), so the resolved
+names, their shapes and the trainable-parameter count are exact for any architecture transformers
+knows. PEFT then receives a regex that matches exactly those module names, and the
 exact names of any fused expert parameters (MoE) as `target_parameters`: PEFT's ParamWrapper gives
 each of the E experts its own rank-r pair, so a (E, d1, d2) tensor trains r * E * (d1 + d2) values.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from lorasafe.config.schema import AdapterConfig, LayerRange
 from lorasafe.errors import TargetError
 from lorasafe.models.families import family_for
+from lorasafe.models.structure import ModelStructure
 
 
 @dataclass(frozen=True)
@@ -50,32 +52,25 @@ def layer_band(band: str | LayerRange, n_layers: int) -> list[int]:
     return list(range(lo, hi))
 
 
-def meta_model(config: Any) -> Any:
-    """The model built from `config` on the meta device: structure and shapes, no weights."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
-
-
 def resolve_targets(adapter: AdapterConfig, config: Any, model: Any | None = None) -> TargetPlan:
-    """Check `adapter` against the model config and count what it trains."""
-    model = model if model is not None else meta_model(config)
-    total = sum(p.numel() for p in model.parameters())
+    """Check `adapter` against `model` (or the model `config` describes) and count what it trains."""
+    return plan_targets(adapter, ModelStructure.measure(config, model))
+
+
+def plan_targets(adapter: AdapterConfig, structure: ModelStructure) -> TargetPlan:
+    """Check `adapter` against a model's structure and count what it trains."""
+    total = structure.total_params
     if adapter.method == "none":
         return TargetPlan("none", [], [], 0, total)
     if adapter.method == "full":
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return TargetPlan("full", [], list(range(config.num_hidden_layers)), trainable, total)
-    family = family_for(config.model_type)
-    layers = layer_band(adapter.layers, config.num_hidden_layers)
-    names = dict(model.named_modules())
-    params = dict(model.named_parameters())
+        return TargetPlan("full", [], list(range(structure.num_hidden_layers)), structure.trainable_params, total)
+    model_type = structure.model_type
+    family = family_for(model_type)
+    layers = layer_band(adapter.layers, structure.num_hidden_layers)
     modules, parameters, shapes, trainable = [], [], {}, 0
     for canon in adapter.modules:
         if canon not in family.names:
-            raise TargetError(f"Module {canon!r} is not part of a {config.model_type} model ({family.name} family). "
+            raise TargetError(f"Module {canon!r} is not part of a {model_type} model ({family.name} family). "
                               f"Valid module names: {', '.join(family.names)}.")
     if any(c in family.parameters for c in adapter.modules) and adapter.dropout:
         raise TargetError(f"adapter.dropout is {adapter.dropout}, but expert weights ({', '.join(family.parameters)}) "
@@ -85,22 +80,22 @@ def resolve_targets(adapter: AdapterConfig, config: Any, model: Any | None = Non
         for canon in adapter.modules:
             if canon in family.parameters:
                 path = family.parameter_path(layer, canon)
-                p = params.get(path)
-                if p is None or p.dim() != 3:
+                shape = structure.experts.get(path)
+                if shape is None:
                     raise TargetError(f"{canon!r} ({path}) is not a fused expert weight of layer {layer} of this "
-                                      f"{config.model_type} model (dense layers have none).")
+                                      f"{model_type} model (dense layers have none).")
                 parameters.append(path)
-                shapes[path] = tuple(p.shape)
-                trainable += adapter.rank * p.shape[0] * (p.shape[1] + p.shape[2])
+                shapes[path] = shape
+                trainable += adapter.rank * shape[0] * (shape[1] + shape[2])
                 continue
             path = family.module_path(layer, canon)
-            mod = names.get(path)
-            if mod is None or not hasattr(mod, "in_features"):
+            shape = structure.linears.get(path)
+            if shape is None:
                 raise TargetError(
-                    f"Module {canon!r} ({path}) is not a linear layer of this {config.model_type} model. "
+                    f"Module {canon!r} ({path}) is not a linear layer of this {model_type} model. "
                     f"Valid module names: {', '.join(family.names)}."
                 )
             modules.append(path)
-            shapes[path] = (mod.out_features, mod.in_features)
-            trainable += adapter.rank * (mod.in_features + mod.out_features)
+            shapes[path] = shape
+            trainable += adapter.rank * (shape[0] + shape[1])
     return TargetPlan("lora", modules, layers, trainable, total, shapes, parameters)

@@ -1,21 +1,24 @@
 """What every variant on one base model shares: config, tokenizer, chat renderer, loaded model.
 
 Built once per (model, think format) and reused, so a study loads its tokenizer and base model
-once. Targets are resolved from the model config alone, before any weights load.
+once. Targets are resolved from the model's structure alone (models/structure.py), before any weights
+load.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from lorasafe.config.schema import AdapterConfig, ExperimentConfig
 from lorasafe.data.chat import ChatRenderer
 from lorasafe.data.suites import think_format
-from lorasafe.models.loading import load_config, load_tokenizer
+from lorasafe.models.loading import config_source, load_config, load_tokenizer
 from lorasafe.models.pool import ModelPool
-from lorasafe.models.targets import TargetPlan, meta_model, resolve_targets
+from lorasafe.models.structure import ModelStructure, known_structure, remember
+from lorasafe.models.targets import TargetPlan, plan_targets
 
 
 @dataclass
@@ -32,13 +35,20 @@ class BaseContext:
         return load_config(self.cfg.model)
 
     @cached_property
-    def _meta(self) -> Any:
-        return meta_model(self.model_config)
+    def structure(self) -> ModelStructure:
+        """Stored when this config.json was measured before (no torch import), else measured on the meta device."""
+        source = Path(config_source(self.cfg.model))
+        structure = known_structure(source) if source.is_dir() else None
+        if structure is None:
+            structure = ModelStructure.measure(self.model_config)
+            if source.is_dir():
+                remember(source, structure)
+        return structure
 
     def plan(self, adapter: AdapterConfig) -> TargetPlan:
         k = adapter.model_dump_json()
         if k not in self._plans:
-            self._plans[k] = resolve_targets(adapter, self.model_config, self._meta)
+            self._plans[k] = plan_targets(adapter, self.structure)
         return self._plans[k]
 
     @cached_property
