@@ -6,6 +6,7 @@ with exit code 2 and no traceback; anything else is a bug and keeps its tracebac
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -145,8 +146,8 @@ def targets(config: Path = typer.Argument(..., help="experiment YAML"),
     cfg = load_config(ExperimentConfig, config, set_ or [])
     ctx = BaseContext(cfg)
     plan = ctx.plan(cfg.adapter)
-    mc = ctx.model_config
-    console.print(f"model: {cfg.model.path} ({mc.model_type}, {mc.num_hidden_layers} layers)")
+    st = ctx.structure
+    console.print(f"model: {cfg.model.path} ({st.model_type}, {st.num_hidden_layers} layers)")
     console.print(f"method: {plan.method}")
     for name in (*plan.modules, *plan.parameters):
         console.print(f"  {name}  [{'x'.join(map(str, plan.shapes[name]))}]")
@@ -155,6 +156,29 @@ def targets(config: Path = typer.Argument(..., help="experiment YAML"),
         console.print(f"matched modules: {len(plan.modules)}{experts} (layers {plan.layers[0]}..{plan.layers[-1]})")
     pct = 100 * plan.trainable_params / plan.total_params if plan.total_params else 0
     console.print(f"trainable parameters: {plan.trainable_params:,} of {plan.total_params:,} ({pct:.4f}%)")
+
+
+@app.command()
+def rejudge(run: Path = typer.Argument(..., help="a finished run directory, or a study directory (every variant)"),
+            judge: str = typer.Option(..., "--judge", help="the judge to apply (a registered judge: rules, learned, llama-guard, ...)"),
+            on: Optional[str] = typer.Option(None, help="answer, thinking or both (default: the run's judge.on)")) -> None:
+    """Judge a finished run's generations with another judge, without generating again (verdicts and metrics are
+    written beside the run's own, which stay as they are)."""
+    from lorasafe.errors import ConfigError
+    from lorasafe.pipeline.rejudge import rejudge as rejudge_runs
+
+    if on is not None and on not in ("answer", "thinking", "both"):
+        raise ConfigError(f"--on takes answer, thinking or both, got {on!r}.")
+    for out in rejudge_runs(run, judge, on, log=_log):
+        summary = json.loads(out.read_text())["final"]
+        if summary:
+            console.print(f"{out.parent.parent.name}: refused {_fmt(summary['refused'])}, complied "
+                          f"{_fmt(summary['complied'])}, invalid {_fmt(summary['invalid'])}, over-refusal "
+                          f"{_fmt(summary['over_refusal'])}")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 @app.command()
@@ -404,6 +428,19 @@ def model_import(gguf: Path = typer.Argument(..., help="a .gguf model file, or a
     console.print(f"model.path: {out}")
 
 
+@model_app.command("structure")
+def model_structure(model_dir: Path = typer.Argument(..., help="a model directory (config.json; weights not needed)")) -> None:
+    """Measure a model's modules and parameter counts (meta device) into DIR/structure.json, so `targets` and
+    `sweep plan` answer without loading torch (do this for a config-only copy in configs/models)."""
+    from lorasafe.models.structure import write_structure
+
+    if not (model_dir / "config.json").is_file():
+        raise LorasafeError(f"{model_dir} holds no config.json: point at a model directory (or a config-only copy).")
+    out, st = write_structure(model_dir)
+    console.print(f"{out}: {st.model_type}, {st.num_hidden_layers} layers, {len(st.linears)} linear modules, "
+                  f"{len(st.experts)} expert parameters, {st.total_params:,} parameters")
+
+
 @model_app.command("list")
 def model_list() -> None:
     """Models that ship as a file in a PyPI package: `model.path: NAME` uses one (imported once into the cache)."""
@@ -442,3 +479,7 @@ def main() -> None:
         # stays one line, whole for grep and CI logs.
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -182,8 +182,8 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
 
 
 def config_hash(cfg: BaseModel) -> str:
-    """Stable identity of a resolved config: same fields, same hash."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Stable identity of a resolved config: same fields, same hash (fields that change no result left out)."""
+    blob = json.dumps(cfg.model_dump(mode="json", context={"identity": True}), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

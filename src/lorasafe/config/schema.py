@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
-                      model_serializer, model_validator)
+                      SerializationInfo, model_serializer, model_validator)
 
 from lorasafe.data.refusal import DEFAULT_REFUSAL_THINKING  # no torch behind it
 
@@ -26,15 +26,21 @@ class Strict(BaseModel):
 
 class OmitAtDefault(Strict):
     """A config whose fields added after runs existed are left out of its dump while at their default, so
-    configs written before those fields keep their hash (run directories, sweep cells)."""
+    configs written before those fields keep their hash (run directories, sweep cells). Fields in
+    NOT_IDENTITY (where a server listens, how long to wait) never change a result: the config hash leaves
+    them out (dumped with context {"identity": True}), so a run resumes after they change."""
 
     OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ()
 
     @model_serializer(mode="wrap")
-    def _omit_defaults(self, handler: Any) -> dict[str, Any]:
+    def _omit_defaults(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
         data = handler(self)
         for name in self.OMIT_AT_DEFAULT:
-            if getattr(self, name) == type(self).model_fields[name].default:
+            if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
+        if isinstance(info.context, dict) and info.context.get("identity"):
+            for name in self.NOT_IDENTITY:
                 data.pop(name, None)
         return data
 
@@ -231,13 +237,51 @@ class TrainingConfig(OmitAtDefault):
         "rounding"))
 
 
-class GenerationConfig(Strict):
-    backend: Literal["hf"] = "hf"
+class VLLMConfig(Strict):
+    """The vLLM offline engine's settings (generation.backend: vllm; untested, see generation/vllm.py)."""
+
+    tensor_parallel_size: PositiveInt = 1
+    data_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_model_len: PositiveInt | None = Field(None, description="default: the model's")
+    max_loras: PositiveInt = Field(4, description="adapters resident at once")
+    max_lora_rank: PositiveInt = Field(64, description="at least the sweep's largest adapter.rank")
+
+
+class GenerationConfig(OmitAtDefault):
+    # The server fields were added after runs existed: at their defaults they stay out of the config hash.
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("endpoint", "served_model", "api_key_env", "concurrency",
+                                                  "timeout_s", "max_retries", "vllm")
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("endpoint", "api_key_env", "concurrency", "timeout_s", "max_retries",
+                                               "vllm")
+
+    backend: Literal["hf", "openai", "vllm"] = Field("hf", description=(
+        "hf: transformers in this process; openai: an OpenAI-compatible server (vLLM, SGLang, transformers serve) at "
+        "`endpoint`, prompts rendered by lorasafe; vllm: vLLM's offline engine in this process (untested)"))
     max_new_tokens: PositiveInt = 2048
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt = Field(16, description="prompts per batch (hf) or per stored chunk (openai)")
     samples: PositiveInt = 1
+    endpoint: str | None = Field(None, description="openai backend: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    served_model: str | None = Field(None, description="openai backend: the base model's name on the server "
+                                                       "(default: model.path, resolved)")
+    api_key_env: str | None = Field(None, description="openai backend: the environment variable holding the API key "
+                                                      "(keys are never read from configs)")
+    concurrency: PositiveInt = Field(8, description="openai backend: requests in flight at once")
+    timeout_s: PositiveFloat = Field(600.0, description="openai backend: seconds one request may take")
+    max_retries: int = Field(3, ge=0, description="openai backend: retries of 429/5xx/lost connections, with backoff")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> "GenerationConfig":
+        if self.backend == "openai" and not self.endpoint:
+            raise ValueError("generation.backend: openai needs generation.endpoint, the server's base URL (e.g. "
+                             "http://127.0.0.1:8000/v1)")
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"generation.endpoint {self.endpoint!r} is not an http(s) URL; give the server's base URL, "
+                             "e.g. http://127.0.0.1:8000/v1")
+        return self
 
 
 class JudgeConfig(Strict):

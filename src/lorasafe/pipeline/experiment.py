@@ -19,7 +19,7 @@ from lorasafe.data.refusal_builder import decontaminate
 from lorasafe.data.suites import load_suite
 from lorasafe.errors import DataError
 from lorasafe.generation.base import SamplingParams
-from lorasafe.generation.hf import HFGenerator
+from lorasafe.generation.engines import Engine, check_engine, make_engine
 from lorasafe.generation.presets import get_preset
 from lorasafe.generation.store import generate_to_store
 from lorasafe.judges.base import get_judge
@@ -93,7 +93,8 @@ def check_model(cfg: ExperimentConfig, ctx: BaseContext) -> None:
 
     resolve_device(cfg.model.device)
     _ = ctx.renderer
-    check_weights(cfg.model)
+    if cfg.generation.backend == "hf" or cfg.adapter.method != "none":  # else only the server needs the weights
+        check_weights(cfg.model)
 
 
 def check_inputs(cfg: ExperimentConfig, ctx: BaseContext | None, done: set[str] | None = None) -> None:
@@ -108,6 +109,7 @@ def check_inputs(cfg: ExperimentConfig, ctx: BaseContext | None, done: set[str] 
             check()
             done.add(key)
 
+    once("engine " + cfg.generation.backend, lambda: check_engine(cfg.generation))
     j = cfg.judge
     once("judges " + j.model_dump_json(), lambda: [get_judge(j.name), *(get_judge(n, key="judge.also") for n in j.also)])
     once("sandbox " + cfg.scoring.model_dump_json(), lambda: code_isolation(cfg))
@@ -125,6 +127,7 @@ class Experiment:
         # Every input is checked before the run directory exists: a failed check leaves nothing behind, and the
         # corrected config runs into the same --out. Training data is not needed again once training finished.
         RunDir.check(path, cfg)  # a directory that cannot take this run is the quickest error
+        check_engine(cfg.generation)
         _ = self.judges
         sandbox = code_isolation(cfg)  # a code suite on a machine without a sandbox stops here
         self.plan = ctx.plan(cfg.adapter)
@@ -148,6 +151,11 @@ class Experiment:
     def train_items(self) -> list[Item]:
         """Every training item, loaded once (checked before the run directory exists, used by `train`)."""
         return load_train_items(self.cfg)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """What generates (generation.backend), built once per run."""
+        return make_engine(self.ctx, self.cfg.generation)
 
     @cached_property
     def judges(self) -> list:
@@ -216,8 +224,9 @@ class Experiment:
             self.log(f"{self.cfg.name}: generation finished earlier for {', '.join(out)}, skipped")
         if not todo:
             return out
-        generator = HFGenerator(self.ctx.tokenizer, self.ctx.eos_ids, decode=self.ctx.renderer.decode)
-        with self.ctx.pool.model_for(self.plan.method, weights) as model:
+        engine = self.engine
+        generator = engine.generator
+        with engine.serving(self.plan.method, weights) as model:
             for ref, items in todo:
                 params, samples = self.sampling(ref)
                 t0 = time.perf_counter()
