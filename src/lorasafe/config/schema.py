@@ -320,7 +320,22 @@ class ScoringConfig(Strict):
     code: CodeScoringConfig = Field(default_factory=CodeScoringConfig)
 
 
-class ExperimentConfig(Strict):
+class TrackingConfig(Strict):
+    """Experiment tracking through the tracker's own library (runs/tracking.py); off unless this block is given."""
+
+    backend: Literal["tensorboard", "mlflow", "wandb", "trackio"]
+    project: str = Field("lorasafe", description="mlflow experiment, wandb/trackio project; tensorboard: a folder")
+    run_name: str | None = Field(None, description="default: the experiment's name")
+    uri: str | None = Field(None, description=(
+        "tensorboard: the log folder (default: <run>/tracking/tensorboard); mlflow: the tracking URI (default: "
+        "MLFLOW_TRACKING_URI, else mlflow's own); wandb/trackio: unused (their own environment variables)"))
+
+
+class ExperimentConfig(OmitAtDefault):
+    # Tracking changes no result: left out of dumps when off and never part of the config hash.
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("tracking",)
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("tracking",)
+
     name: str = "experiment"
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -333,6 +348,7 @@ class ExperimentConfig(Strict):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     checkpoints: Literal["last", "all"] = Field(
         "last", description="evaluate the last checkpoint only, or every saved one (each epoch by default)")
+    tracking: TrackingConfig | None = Field(None, description="log training and metrics to a tracker (off by default)")
 
     @model_validator(mode="after")
     def _regulariser_needs_lora(self) -> "ExperimentConfig":

@@ -26,6 +26,7 @@ from lorasafe.judges.base import get_judge
 from lorasafe.models.methods import METHODS
 from lorasafe.pipeline.context import BaseContext
 from lorasafe.runs.rundir import RunDir
+from lorasafe.runs.tracking import Tracker, check_tracker, eval_metrics, open_tracker
 from lorasafe.scoring.metrics import judge_disagreements, judge_records, score_records
 
 Log = Callable[[str], None]
@@ -110,6 +111,7 @@ def check_inputs(cfg: ExperimentConfig, ctx: BaseContext | None, done: set[str] 
             done.add(key)
 
     once("engine " + cfg.generation.backend, lambda: check_engine(cfg.generation))
+    once("tracker " + (cfg.tracking.backend if cfg.tracking else ""), lambda: check_tracker(cfg.tracking))
     j = cfg.judge
     once("judges " + j.model_dump_json(), lambda: [get_judge(j.name), *(get_judge(n, key="judge.also") for n in j.also)])
     once("sandbox " + cfg.scoring.model_dump_json(), lambda: code_isolation(cfg))
@@ -128,6 +130,7 @@ class Experiment:
         # corrected config runs into the same --out. Training data is not needed again once training finished.
         RunDir.check(path, cfg)  # a directory that cannot take this run is the quickest error
         check_engine(cfg.generation)
+        check_tracker(cfg.tracking)
         _ = self.judges
         sandbox = code_isolation(cfg)  # a code suite on a machine without a sandbox stops here
         self.plan = ctx.plan(cfg.adapter)
@@ -193,9 +196,11 @@ class Experiment:
         from lorasafe.training.regularisers import build_regulariser
 
         regulariser = build_regulariser(model, self.cfg.training.regulariser)
+        tracker = self.tracker
         trainer = SFTTrainer(model, method, examples, self.cfg.training, self.run.train_dir,
                              pad_id=self.ctx.tokenizer.pad_token_id, seed=self.cfg.seed, progress=self.progress,
-                             desc=f"{self.cfg.name}: train", regulariser=regulariser)
+                             desc=f"{self.cfg.name}: train", regulariser=regulariser,
+                             on_log=(lambda step, m: tracker.log_metrics(m, step)) if tracker else None)
         result = trainer.train()
         if result.resumed_from:
             self.log(f"{self.cfg.name}: training resumed from step {result.resumed_from}")
@@ -280,15 +285,32 @@ class Experiment:
         metrics["judge_agreement"] = 1 - len(disagree) / len(records) if records else None
         return rows, metrics
 
+    @cached_property
+    def tracker(self) -> Tracker | None:
+        """The configured experiment tracker (tracking:), opened once per run with its config and manifest."""
+        import json
+
+        manifest = json.loads((self.run.path / "manifest.json").read_text(encoding="utf-8"))
+        return open_tracker(self.cfg.tracking, self.run.path, self.cfg.name,
+                            {"config": self.cfg.model_dump(mode="json"), "manifest": manifest})
+
     def run_all(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        weights = self.train()
-        records = self.generate(weights)
-        suites = self.evaluate(records)
-        metrics = summarize(self, suites)
-        if self.cfg.checkpoints == "all" and weights is not None:
-            metrics["checkpoints"] = self.trajectory(weights, suites)
-        write_json_atomic(self.run.metrics_path, metrics)
+        try:
+            weights = self.train()
+            records = self.generate(weights)
+            suites = self.evaluate(records)
+            metrics = summarize(self, suites)
+            if self.cfg.checkpoints == "all" and weights is not None:
+                metrics["checkpoints"] = self.trajectory(weights, suites)
+            write_json_atomic(self.run.metrics_path, metrics)
+            if self.tracker:  # every evaluated checkpoint's headline numbers at its step
+                steps = (self.run.stage_done("train") or {}).get("steps", 0)
+                for row in metrics.get("checkpoints") or [{**metrics, "step": steps}]:
+                    self.tracker.log_metrics(eval_metrics(row), row["step"])
+        finally:
+            if self.cfg.tracking is not None and "tracker" in self.__dict__:
+                self.tracker.close()
         self.log(f"{self.cfg.name}: done in {time.perf_counter() - t0:.1f}s")
         return metrics
 

@@ -60,10 +60,12 @@ class SFTTrainer:
 
     def __init__(self, model: Any, method: Method, examples: list[Example], cfg: TrainingConfig,
                  out_dir: Path, *, pad_id: int, seed: int = 0, progress: bool = True, desc: str = "train",
-                 on_step: Callable[[int, float], None] | None = None, regulariser: Any = None):
+                 on_step: Callable[[int, float], None] | None = None, regulariser: Any = None,
+                 on_log: Callable[[int, dict[str, float]], None] | None = None):
         self.model, self.method, self.examples, self.cfg = model, method, examples, cfg
         self.out_dir, self.pad_id, self.seed, self.progress, self.desc = Path(out_dir), pad_id, seed, progress, desc
         self.on_step = on_step  # called after every optimiser step (and its checkpoint), e.g. for logging
+        self.on_log = on_log  # every optimiser step's train/loss, train/lr (and train/penalty), e.g. for a tracker
         self.regulariser = regulariser  # training/regularisers.py: a loss term, logged as `penalty`
         self.ckpt_root = self.out_dir / "checkpoints"
         per_step = cfg.batch_size * cfg.grad_accum
@@ -246,3 +248,6 @@ class SFTTrainer:
             self._save(step, optimizer, scheduler, total, master)
         if self.on_step:
             self.on_step(step, total)
+        if self.on_log:
+            metrics = {"train/loss": total, "train/lr": scheduler.get_last_lr()[0]}
+            self.on_log(step, metrics if penalty is None else {**metrics, "train/penalty": penalty})
