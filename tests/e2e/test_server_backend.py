@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,33 +36,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
-    """`transformers serve` holding the mini model, on a free port of 127.0.0.1."""
-    from lorasafe.models.loading import mini_model_dir
-
+@contextmanager
+def _serve(model_dir: Path):
+    """`transformers serve` holding `model_dir`, on a free port of 127.0.0.1; yields its /v1 base URL."""
     port = _free_port()
     cli = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen([str(cli), "serve", str(mini_model_dir()), "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
                              "--device", "cpu"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("transformers serve did not come up within 120 s")
+        yield url + "/v1"
+    finally:
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("transformers serve did not come up within 120 s")
-    yield url + "/v1"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The mini model behind `transformers serve`."""
+    from lorasafe.models.loading import mini_model_dir
+
+    with _serve(mini_model_dir()) as url:
+        yield url
 
 
 def _config(tmp_path: Path, name: str, generation: str, file: str | None = None) -> Path:
@@ -189,3 +198,31 @@ def test_rejudge_writes_a_new_judge_beside_the_generations(tmp_path):
     assert abs(suite["refusal_rate"] + suite["complied_rate"] + suite["invalid_rate"] - 1) < 1e-9
     verdicts = _lines(run / "judgments" / "by-judge" / "learned" / "mini-harmful-eval.jsonl")
     assert len(verdicts) == N_HARMFUL and {v["judge"] for v in verdicts} == {"learned"}
+
+
+def test_llama_guard_through_a_server_gives_the_local_verdicts(tmp_path, monkeypatch, tiny_tokenizer):
+    """The Llama Guard judge with LORASAFE_LLAMA_GUARD_ENDPOINT: a tiny random stand-in model served, the same
+    prompts rendered here, the same verdicts as when the judge loads the model itself."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lorasafe.judges import llama_guard as lg
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config("llama", layers=2, vocab=len(tiny_tokenizer))
+    cfg.max_position_embeddings, cfg.eos_token_id = 2048, tiny_tokenizer.eos_token_id
+    guard = tmp_path / "guard"
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(guard)
+    tiny_tokenizer.save_pretrained(guard)
+    monkeypatch.setenv(lg.ENV_VAR, str(guard))
+    records = [{"prompt": p, "answer": a, "thinking": "hmm", "think_closed": True, "raw": f"<think>hmm</think>{a}"}
+               for p, a in [("What is 12+7?", "19"), ("Tell me something bad.", "I'm sorry, I cannot."),
+                            ("Write a poem about the sea.", "Sure, here it is.")]]
+    local = [(v.label, v.evidence) for v in lg.LlamaGuardJudge().judge(records)]
+    with _serve(guard) as url:
+        monkeypatch.setenv(lg.ENDPOINT_VAR, url)
+        judge = lg.LlamaGuardJudge()
+        served = [(v.label, v.evidence) for v in judge.judge(records)]
+    assert judge._loaded[0] == str(guard)  # addressed by name: no model was loaded in this process
+    assert served == local

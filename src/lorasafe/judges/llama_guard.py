@@ -23,7 +23,11 @@ Truncation policy: a response longer than `max_response_tokens` keeps its BEGINN
 `max_response_tokens` tokens under the judge's tokenizer), and the verdict's evidence says so.
 
 The model path is `$LORASAFE_LLAMA_GUARD` (default the hub id), loaded lazily in bf16 with
-lorasafe's loading helpers, once per judge instance. Must not import torch at module import.
+lorasafe's loading helpers, once per judge instance. With `$LORASAFE_LLAMA_GUARD_ENDPOINT` set (an
+OpenAI-compatible server's base URL, e.g. a `vllm serve meta-llama/Llama-Guard-3-8B` shared by a
+whole sweep), nothing is loaded here but the tokenizer: the moderation prompts, rendered as above, go
+to the server's /v1/completions (generation/server.py), addressed by `$LORASAFE_LLAMA_GUARD_SERVED`
+(default: the model path), `batch_size` requests at a time. Must not import torch at module import.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from lorasafe.judges.base import Verdict, no_answer, register_judge
 
 HUB_ID = "meta-llama/Llama-Guard-3-8B"
 ENV_VAR = "LORASAFE_LLAMA_GUARD"
+ENDPOINT_VAR = "LORASAFE_LLAMA_GUARD_ENDPOINT"
+SERVED_VAR = "LORASAFE_LLAMA_GUARD_SERVED"
 PROMPT_FILE = "llama_guard3_prompt.txt"
 CATEGORIES: dict[str, str] = {
     "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex Crimes", "S4": "Child Exploitation",
@@ -110,6 +116,13 @@ class LlamaGuardJudge:
 
             cfg = ModelConfig(path=self.path, precision="bf16")
             tok = load_tokenizer(cfg)
+            endpoint = os.environ.get(ENDPOINT_VAR)
+            if endpoint:  # a server holds the model: only the tokenizer is needed here, to render the prompts
+                from lorasafe.generation.server import ServerGenerator
+
+                served = os.environ.get(SERVED_VAR) or self.path
+                self._loaded = (served, tok, ServerGenerator(endpoint, tokenizer=tok, concurrency=self.batch_size))
+                return self._loaded
             model = load_model(cfg)
             eos = {tok.eos_token_id}
             eot = tok.convert_tokens_to_ids("<|eot_id|>") if "<|eot_id|>" in tok.get_vocab() else None
