@@ -59,3 +59,21 @@ def test_the_build_writes_a_loadable_qwen2_with_its_report_and_resumes(miniature
     again = build_mini(out, load_config(MiniBuildConfig, data=MINIATURE), work_dir=tmp / "work", progress=False,
                        log=lambda m: None)
     assert again["stages"] == report["stages"]
+
+
+def test_the_same_seed_builds_the_same_model_bit_for_bit(tmp_path):
+    """What `lorasafe mini build` from scratch must do to reproduce the shipped model's report: two builds of one
+    recipe and seed, in fresh work directories, give identical weights and identical held-out figures."""
+    import hashlib
+
+    small = {**MINIATURE, "parent": {"mixture": {"harmful": 320, "benign": 320}, "training": _training(20)},
+             "distill": {"mixture": {"harmful": 160, "benign": 160, "reasoning": 16}, "training": _training(8)},
+             "eval_limit": 8, "eval_max_new_tokens": 16}
+    reports, digests = [], []
+    for i in range(2):
+        report = build_mini(tmp_path / f"model{i}", load_config(MiniBuildConfig, data=small),
+                            work_dir=tmp_path / f"work{i}", progress=False, log=lambda m: None)
+        reports.append({k: {kk: vv for kk, vv in v.items() if not kk.endswith("_s")} for k, v in report["stages"].items()})
+        digests.append(hashlib.sha256((tmp_path / f"model{i}" / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    assert reports[0] == reports[1]
