@@ -132,7 +132,8 @@ def run(config: Path = typer.Argument(..., help="experiment YAML"),
     from lorasafe.pipeline.experiment import Experiment
 
     metrics = Experiment(cfg, out, BaseContext(cfg), log=_log, progress=progress).run_all()
-    console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "suites"}))
+    if metrics:  # under `accelerate launch`, only the main process evaluates and reports
+        console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "suites"}))
 
 
 @app.command()

@@ -9,6 +9,7 @@ or, for its config, a config-only copy (models/offline.py), after one short chec
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,14 @@ def resolve_device(device: str) -> str:
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise LorasafeError("model.device is cuda but torch sees no CUDA device; use model.device=auto or cpu, "
+                                "or install a CUDA build of torch.")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one GPU per data-parallel process (accelerate launch)
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
     if device == "cuda" and not torch.cuda.is_available():
         raise LorasafeError("model.device is cuda but torch sees no CUDA device; use model.device=auto or cpu, "
                             "or install a CUDA build of torch.")

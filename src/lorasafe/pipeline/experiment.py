@@ -27,6 +27,7 @@ from lorasafe.models.methods import METHODS
 from lorasafe.pipeline.context import BaseContext
 from lorasafe.runs.rundir import RunDir
 from lorasafe.runs.tracking import Tracker, check_tracker, eval_metrics, open_tracker
+from lorasafe.training.distributed import barrier, ranks
 from lorasafe.scoring.metrics import judge_disagreements, judge_records, score_records
 
 Log = Callable[[str], None]
@@ -125,7 +126,10 @@ def check_inputs(cfg: ExperimentConfig, ctx: BaseContext | None, done: set[str] 
 
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, path: Path, ctx: BaseContext, log: Log = print, progress: bool = True):
-        self.cfg, self.ctx, self.log, self.progress = cfg, ctx, log, progress
+        # Under `accelerate launch` every process trains; only the main one writes, logs, generates and judges.
+        self.main = ranks().main
+        self.cfg, self.ctx, self.progress = cfg, ctx, progress and self.main
+        self.log = log if self.main else (lambda message: None)
         # Every input is checked before the run directory exists: a failed check leaves nothing behind, and the
         # corrected config runs into the same --out. Training data is not needed again once training finished.
         RunDir.check(path, cfg)  # a directory that cannot take this run is the quickest error
@@ -137,13 +141,17 @@ class Experiment:
         check_model(cfg, ctx)
         trained = self.plan.method != "none" and not (Path(path) / "stages" / "train.json").is_file()
         check_data(cfg, self.eval_suites, self.train_items if trained else None)
-        self.run = RunDir.open(path, cfg)
-        if self.run.replaced:
-            self.log(f"{cfg.name}: {path} held no results yet (config {self.run.replaced}); it now holds this config")
-        self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
-                                          "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
-                                          "total_params": self.plan.total_params},
-                                 chat=ctx.renderer.describe(), **({"sandbox": sandbox} if sandbox else {}))
+        if self.main:
+            self.run = RunDir.open(path, cfg)
+            if self.run.replaced:
+                self.log(f"{cfg.name}: {path} held no results yet (config {self.run.replaced}); it now holds this config")
+            self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
+                                              "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
+                                              "total_params": self.plan.total_params},
+                                     chat=ctx.renderer.describe(), **({"sandbox": sandbox} if sandbox else {}))
+        barrier()
+        if not self.main:
+            self.run = RunDir.open(path, cfg)  # the main process made it for this config: opened, not written
 
     @cached_property
     def eval_suites(self) -> list[tuple[SuiteRef, list[Item], str]]:
@@ -196,7 +204,7 @@ class Experiment:
         from lorasafe.training.regularisers import build_regulariser
 
         regulariser = build_regulariser(model, self.cfg.training.regulariser)
-        tracker = self.tracker
+        tracker = self.tracker if self.main else None
         trainer = SFTTrainer(model, method, examples, self.cfg.training, self.run.train_dir,
                              pad_id=self.ctx.tokenizer.pad_token_id, seed=self.cfg.seed, progress=self.progress,
                              desc=f"{self.cfg.name}: train", regulariser=regulariser,
@@ -206,6 +214,8 @@ class Experiment:
             self.log(f"{self.cfg.name}: training resumed from step {result.resumed_from}")
         # Paths in markers are relative to the run directory, so a run directory can be moved.
         rel = [str(Path(c).relative_to(self.run.path)) for c in result.checkpoints]
+        if not self.main:
+            return self.run.path / rel[-1] / "weights"
         self.run.mark_done("train", weights=f"{rel[-1]}/weights", steps=result.steps, examples=len(examples),
                            duplicates_removed=removed,
                            final_loss=result.final_loss, wall_s=round(result.wall_s, 2),
@@ -298,6 +308,8 @@ class Experiment:
         t0 = time.perf_counter()
         try:
             weights = self.train()
+            if not self.main:  # evaluation happens once, in the main process
+                return {}
             records = self.generate(weights)
             suites = self.evaluate(records)
             metrics = summarize(self, suites)

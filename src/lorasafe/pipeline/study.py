@@ -57,6 +57,12 @@ def variant_configs(study: StudyConfig, source: str = "study", out: Path = Path(
 def run_study(study: StudyConfig, out: Path, log: Callable[[str], None] = print, progress: bool = True,
               source: str = "study") -> list[dict[str, Any]]:
     """Run every variant (resuming finished work) and return one metrics row per variant."""
+    from lorasafe.training.distributed import ranks
+
+    if ranks().world > 1:
+        raise ConfigError(f"{source}: studies (and the demo) run in one process; under `accelerate launch` run each "
+                          "variant as its own experiment (`lorasafe run`, which trains data-parallel and evaluates "
+                          "once), or launch the study without accelerate.")
     t0 = time.perf_counter()
     out = Path(out)
     variants = variant_configs(study, source, out)

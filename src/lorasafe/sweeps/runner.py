@@ -55,7 +55,11 @@ def run_dir(out: Path, cell: Cell) -> Path:
 def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = True,
               source: str = "sweep") -> list[CellResult]:
     from lorasafe.pipeline.experiment import Experiment, check_inputs
+    from lorasafe.training.distributed import ranks
 
+    if ranks().world > 1:
+        raise ConfigError(f"{source}: a sweep runs its cells in one process; under `accelerate launch` run a cell "
+                          "as its own experiment (`lorasafe run`, data-parallel training, evaluated once).")
     cells, params = plan(sweep, source)
     out = Path(out)
     contexts: dict[str, BaseContext] = {}

@@ -105,12 +105,15 @@ class CompletionLoss:
         return ("liger fused linear CE" if self._liger else "chunked fused linear CE") if self.plain_head \
             else "chunked head module (checkpointed)"
 
-    def __call__(self, batch: Any) -> Any:
-        if self.full_forward:
-            return self.model(**batch.model_inputs, labels=batch.labels, use_cache=False).loss
+    def __call__(self, batch: Any, n_targets: int | None = None) -> Any:
+        """The summed cross-entropy over the batch's completion targets divided by `n_targets` (default the
+        batch's own count; data-parallel training passes the whole micro-batch's, see training/distributed.py)."""
+        n = n_targets or batch.n_targets
+        if self.full_forward:  # the model's own mean over this batch's targets, rescaled to n
+            return self.model(**batch.model_inputs, labels=batch.labels, use_cache=False).loss * (batch.n_targets / n)
         hidden = self.decoder(**batch.model_inputs, use_cache=False).last_hidden_state
         selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.loss_index)
-        return self.summed(selected, batch.loss_targets) / batch.n_targets
+        return self.summed(selected, batch.loss_targets) / n
 
     def summed(self, hidden: Any, targets: Any) -> Any:
         """Σ cross-entropy of `head(hidden)` against `targets` (N x H hidden states, N targets)."""

@@ -29,6 +29,7 @@ from lorasafe.config.schema import TrainingConfig
 from lorasafe.data.jsonl import append_jsonl, write_json_atomic
 from lorasafe.errors import TrainingDiverged
 from lorasafe.models.methods import Method
+from lorasafe.training.distributed import barrier, ranks, sum_across, sum_gradients
 from lorasafe.training.examples import Example, train_batch
 
 
@@ -66,6 +67,7 @@ class SFTTrainer:
         self.out_dir, self.pad_id, self.seed, self.progress, self.desc = Path(out_dir), pad_id, seed, progress, desc
         self.on_step = on_step  # called after every optimiser step (and its checkpoint), e.g. for logging
         self.on_log = on_log  # every optimiser step's train/loss, train/lr (and train/penalty), e.g. for a tracker
+        self.ranks = ranks()  # data-parallel processes (training/distributed.py); 0 of 1 when alone
         self.regulariser = regulariser  # training/regularisers.py: a loss term, logged as `penalty`
         self.ckpt_root = self.out_dir / "checkpoints"
         per_step = cfg.batch_size * cfg.grad_accum
@@ -148,7 +150,7 @@ class SFTTrainer:
                  "master_weights": master is not None}
         self.model.train()
         bar = None
-        if self.progress:
+        if self.progress and self.ranks.main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=step, desc=self.desc, unit="step", leave=False)
@@ -158,6 +160,7 @@ class SFTTrainer:
         finally:
             if bar:
                 bar.close()
+        barrier()  # the main process has written the last checkpoint before anyone reads the list
         if last_loss is None and done:  # resumed at the end: the loss is the last checkpoint's
             last_loss = json.loads((done[-1] / "state.json").read_text())["loss"]
         return TrainResult(step, [str(p) for p in _checkpoints(self.ckpt_root)], last_loss, resumed_from,
@@ -173,9 +176,18 @@ class SFTTrainer:
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         span = None if varlen else attention_span(base.config)  # varlen attention: one row, no quadratic mask
 
+        rank, world = self.ranks.rank, self.ranks.world
+
         def make(group):
-            batches = [train_batch(m, self.pad_id, cfg.packing, span, varlen) for m in group]
-            return [b.pinned() for b in batches] if device.type == "cuda" else batches
+            # (this process's share of each micro-batch, or None; the micro-batch's completion targets in all)
+            out = []
+            for m in group:
+                share = m[rank::world]
+                batch = train_batch(share, self.pad_id, cfg.packing, span, varlen) if share else None
+                if batch is not None and device.type == "cuda":
+                    batch = batch.pinned()
+                out.append((batch, sum(len(e.completion_ids) for e in m)))
+            return out
 
         return prefetched(make, groups, depth=2 if ahead else 0)
 
@@ -195,7 +207,8 @@ class SFTTrainer:
 
         last_loss = None
         varlen = accel.varlen_attention(self.model)
-        stepped = master.master if master else [p for p in self.model.parameters() if p.requires_grad]
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        stepped = master.master if master else trainable
         while step < self.total_steps:
             epoch, pos = divmod(step, self.steps_per_epoch)
             with closing(self._micro_batches(self._batches(epoch)[pos:], device, varlen)) as steps:
@@ -205,14 +218,18 @@ class SFTTrainer:
                     torch.manual_seed(hash((self.seed, step)) & 0x7FFFFFFF)  # dropout, identical on resume
                     optimizer.zero_grad(set_to_none=True)  # with master weights, the model's grads were moved up
                     total = torch.zeros((), device=device)
-                    for batch in group:
+                    for batch, n_targets in group:
+                        if batch is None:  # data-parallel: this process's share of the micro-batch is empty
+                            continue
                         with accel.autocast(self.cfg, device.type):
-                            loss = loss_fn(batch.to(device)) / len(group)
+                            loss = loss_fn(batch.to(device), n_targets) / len(group)
                         loss.backward()
                         total += loss.detach().float()
                     pen = self.regulariser.penalty() if self.regulariser is not None else None
                     if pen is not None:  # once per optimiser step, on the weights being stepped
-                        pen.backward()
+                        (pen / self.ranks.world).backward()  # every process adds it; the gradient sum counts it once
+                    sum_gradients(trainable)
+                    sum_across(total)
                     # The step's one host sync: the NaN guard, the log and on_step read these.
                     values = torch.stack([total, pen.detach().float()]).tolist() if pen is not None else [total.item()]
                     total_f, penalty = values[0], (values[1] if pen is not None else None)
@@ -237,10 +254,11 @@ class SFTTrainer:
         return step, last_loss
 
     def _after_step(self, step, total, penalty, optimizer, scheduler, master, bar, log) -> None:
+        if not self.ranks.main:  # the other data-parallel processes write nothing
+            return
         save_at = self.save_at
-        if step % 10 == 0 or step in save_at:
-            entry = {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}
-            append_jsonl(log, [entry if penalty is None else {**entry, "penalty": penalty}])
+        entry = {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}  # every step: the loss curve
+        append_jsonl(log, [entry if penalty is None else {**entry, "penalty": penalty}])
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{total:.4f}", **({} if penalty is None else {"penalty": f"{penalty:.3g}"}))

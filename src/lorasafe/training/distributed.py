@@ -1,0 +1,95 @@
+"""Data-parallel training across the processes of `accelerate launch` (or torchrun): who is who, and the sums.
+
+`lorasafe run` / `study` / `sweep run` started as N processes train each variant together and evaluate
+it once: every process builds the same global batches (same seed), takes its share of each micro-batch
+(examples rank, rank + N, ...), and scales its loss by the micro-batch's global number of completion
+targets, so after summing the gradients across processes every step is the one a single process takes
+on the whole batch (same global batch, same learning-rate schedule, same completion-only loss).
+Gradients are summed by all-reduce after the backward (lorasafe's loss reaches the decoder and head
+directly, which `DistributedDataParallel`'s forward hooks would not see). Only the main process writes
+checkpoints, logs, manifests and records, and only it generates and judges.
+
+Full fine-tuning of models larger than one device (FSDP, DeepSpeed ZeRO-3) is not implemented: every
+process holds the whole model and optimiser state; the checkpoints are whole, so a run resumes under any
+number of processes. The process group comes from accelerate's `PartialState` (gloo on CPUs, nccl on
+GPUs); on CPUs the test suite runs it with 2 processes, GPUs have not run it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+# Main evaluates a variant while the other processes wait at the next variant's first collective: long
+# evaluations must not trip the process group's default 30-minute timeout.
+_TIMEOUT = timedelta(hours=24)
+_BUCKET = 1 << 24  # floats per all-reduce bucket (64 MB in fp32): bounded extra memory for big models
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int
+    world: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _launched() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@lru_cache(maxsize=1)
+def ranks() -> Ranks:
+    """This process's place among the launched ones (0 of 1 when not launched as several)."""
+    if not _launched():
+        return Ranks(0, 1)
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=_TIMEOUT)
+    return Ranks(state.process_index, state.num_processes)
+
+
+def barrier() -> None:
+    if ranks().world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def sum_across(values: Any) -> Any:
+    """The element-wise sum of a tensor over all processes (in place; the tensor itself when alone)."""
+    if ranks().world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(values)
+    return values
+
+
+def sum_gradients(params: list[Any]) -> None:
+    """Sum every parameter's gradient over all processes (a process that saw no example contributes zeros)."""
+    if ranks().world == 1:
+        return
+    import torch
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    bucket: list[Any] = []
+    size = 0
+    for p in [*params, None]:
+        if p is not None and (not bucket or (size + p.numel() <= _BUCKET and p.grad.dtype == bucket[0].dtype)):
+            bucket.append(p.grad)
+            size += p.numel()
+            continue
+        if bucket:
+            flat = sum_across(_flatten_dense_tensors(bucket))
+            for g, s in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+                g.copy_(s)
+        bucket, size = ([p.grad], p.numel()) if p is not None else ([], 0)

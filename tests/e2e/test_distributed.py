@@ -1,0 +1,111 @@
+"""Data-parallel training under `accelerate launch`: 2 CPU processes (gloo) train what 1 process trains.
+
+The same small LoRA run, same global batch and seed (LoRA dropout 0: dropout masks are drawn per
+process and could not agree), once as one process and once as two: the per-step losses agree to 1e-4,
+one set of checkpoints is written, the evaluation runs once (no duplicated records), and a run
+resumes under a different number of processes from a checkpoint the other wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+STEPS = 8  # 32 examples / global batch 8 x 2 epochs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text("name: ddp\nmodel: {path: mini, device: cpu}\n"
+                   "adapter: {method: lora, rank: 1, modules: [up], layers: middle, dropout: 0.0}\n"
+                   "data:\n  train: [{mini: harmful-align, limit: 32}]\n  eval: [{mini: harmful-eval, limit: 6}]\n"
+                   "training: {learning_rate: 3.0e-3, epochs: 2, batch_size: 8}\n"
+                   "generation: {max_new_tokens: 24, batch_size: 8}\n")
+    return cfg
+
+
+def _run(cfg: Path, out: Path, processes: int, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lorasafe.cli", "run", str(cfg), "--out", str(out), "--no-progress", *extra]
+    if processes > 1:
+        accelerate = str(Path(sys.executable).with_name("accelerate"))
+        cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+               "-m", "lorasafe.cli", *cmd[3:]]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def _losses(out: Path) -> list[float]:
+    rows = [json.loads(x) for x in (out / "train" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), "one log line per step, written once"
+    return [r["loss"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    cfg = _config(tmp)
+    one, two = _run(cfg, tmp / "one", 1), _run(cfg, tmp / "two", 2)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    return tmp, cfg, one, two
+
+
+def test_two_processes_take_the_steps_one_process_takes(runs):
+    tmp, _, _, two = runs
+    a, b = _losses(tmp / "one"), _losses(tmp / "two")
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
+    assert a[0] != a[-1]  # it trained
+    ckpts = lambda out: sorted(p.name for p in (out / "train" / "checkpoints").iterdir())  # noqa: E731
+    assert ckpts(tmp / "one") == ckpts(tmp / "two") == ["step-000004", "step-000008"]
+    assert two.stdout.count('"refused"') == 1  # one process reported metrics
+
+
+def test_evaluation_runs_once(runs):
+    tmp = runs[0]
+    records = (tmp / "two" / "generations" / "mini-harmful-eval.jsonl").read_text().splitlines()
+    assert len(records) == 6 and len({json.loads(r)["id"] for r in records}) == 6
+    one = json.loads((tmp / "one" / "metrics.json").read_text())
+    two = json.loads((tmp / "two" / "metrics.json").read_text())
+    assert two["refused"] == pytest.approx(one["refused"], abs=1 / 6 + 1e-9)
+
+
+def test_resume_under_another_number_of_processes(runs):
+    """Training killed after its first checkpoint (here: cut to it) resumes with 2 processes from 1's checkpoint."""
+    tmp, cfg, _, _ = runs
+    out = tmp / "resumed"
+    shutil.copytree(tmp / "one", out)
+    for p in [out / "stages", out / "generations", out / "judgments", out / "metrics.json",
+              out / "train" / "checkpoints" / "step-000008"]:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    log = out / "train" / "train_log.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:4]))
+    res = _run(cfg, out, 2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from step 4" in res.stdout + res.stderr
+    assert max(abs(x - y) for x, y in zip(_losses(out), _losses(tmp / "one"))) < 1e-4
+
+
+def test_studies_refuse_several_processes_with_one_clear_line(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text("name: s\nexperiment:\n  model: {path: mini}\n  data: {eval: [{mini: harmful-eval, limit: 2}]}\n"
+                     "variants:\n  - {label: base, set: {adapter.method: none}}\n")
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    res = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+                          "-m", "lorasafe.cli", "study", str(study), "--out", str(tmp_path / "out")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "lorasafe run" in res.stderr
