@@ -258,14 +258,23 @@ def sweep_plan(config: Path = typer.Argument(..., help="sweep YAML"), set_: Opti
 def sweep_run(config: Path = typer.Argument(..., help="sweep YAML"),
               out: Optional[Path] = typer.Option(None, help="sweep directory (default runs/sweeps/<name>; resumed)"),
               set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="progress bars"),
-              report: bool = typer.Option(True, help="write the report when the runs are done")) -> None:
+              report: bool = typer.Option(True, help="write the report when the runs are done"),
+              executor: str = typer.Option("local", help="local, ray, slurm or submitit-local"),
+              address: Optional[str] = typer.Option(None, help="ray: the cluster to join (default: start a local one)"),
+              partition: Optional[str] = typer.Option(None, help="slurm: the partition"),
+              time_min: int = typer.Option(240, help="slurm: minutes per cell"),
+              cpus_per_cell: float = typer.Option(1.0, help="ray/slurm: CPUs each cell asks for"),
+              gpus_per_cell: float = typer.Option(0.0, help="ray/slurm: GPUs each cell asks for")) -> None:
     """Run every cell of a sweep (finished runs are skipped, failures recorded), then report."""
+    from lorasafe.sweeps.executors import make_executor
     from lorasafe.sweeps.runner import run_sweep
 
     sweep = _sweep(config, set_)
     out = out or Path("runs") / "sweeps" / sweep.name
     _check_out(out, "sweep directory", ("sweep.yaml", "plan.json", "runs"))
-    run_sweep(sweep, out, log=_log, progress=progress, source=str(config))
+    runner = make_executor(executor, address=address, partition=partition, time_min=time_min,
+                           cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
+    run_sweep(sweep, out.resolve(), log=_log, progress=progress, source=str(config), executor=runner)
     if report:
         _report(out, None)
 

@@ -20,6 +20,7 @@ from lorasafe.config.loader import dump_yaml
 from lorasafe.data.jsonl import write_json_atomic, write_text_atomic
 from lorasafe.errors import ConfigError, LorasafeError
 from lorasafe.pipeline.context import BaseContext
+from lorasafe.sweeps.executors import Executor, LocalExecutor
 from lorasafe.sweeps.spec import Cell, SweepConfig, check_select_over, expand
 
 Log = Callable[[str], None]
@@ -53,13 +54,15 @@ def run_dir(out: Path, cell: Cell) -> Path:
 
 
 def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = True,
-              source: str = "sweep") -> list[CellResult]:
-    from lorasafe.pipeline.experiment import Experiment, check_inputs
+              source: str = "sweep", executor: Executor | None = None) -> list[CellResult]:
+    """Every cell not finished yet, run by `executor` (default: one after another in this process)."""
+    from lorasafe.pipeline.experiment import check_inputs
     from lorasafe.training.distributed import ranks
 
     if ranks().world > 1:
         raise ConfigError(f"{source}: a sweep runs its cells in one process; under `accelerate launch` run a cell "
                           "as its own experiment (`lorasafe run`, data-parallel training, evaluated once).")
+    executor = executor or LocalExecutor()
     cells, params = plan(sweep, source)
     out = Path(out)
     contexts: dict[str, BaseContext] = {}
@@ -76,36 +79,51 @@ def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = 
     write_text_atomic(out / "sweep.yaml", dump_yaml(sweep))
     write_json_atomic(out / "plan.json", [{"id": c.id, "values": c.values, "also": c.also,
                                           "trainable_params": params[c.id]} for c in cells])
-    results = []
     t0 = time.perf_counter()
+    results: dict[str, CellResult] = {}
+    pending = []
     for i, cell in enumerate(cells, start=1):
         d = run_dir(out, cell)
-        head = f"[{i}/{len(cells)}] {cell.id} ({cell.label()})"
-        if (d / "metrics.json").is_file():
-            log(f"{head}: finished earlier, skipped")
-            results.append(CellResult(cell, "skipped", json.loads((d / "metrics.json").read_text())))
+        if (d / "metrics.json").is_file():  # the cell's identity is its config hash: finished on any executor
+            log(f"[{i}/{len(cells)}] {cell.id} ({cell.label()}): finished earlier, skipped")
+            results[cell.id] = CellResult(cell, "skipped", json.loads((d / "metrics.json").read_text()))
             _analyze_checkpoints(d, sweep.analysis_k, log)
-            continue
-        log(head)
-        ctx = contexts.setdefault(BaseContext.key(cell.cfg), BaseContext(cell.cfg))
-        d.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(d / "cell.json", {"id": cell.id, "sweep": sweep.name, "values": cell.values, "also": cell.also})
-        try:
-            metrics = Experiment(cell.cfg, d, ctx, log=log, progress=progress).run_all()
-        except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
-            error = f"{type(e).__name__}: {e}"
-            write_json_atomic(d / "failed.json", {"error": error, "traceback": traceback.format_exc(),
-                                                  "values": cell.values})
-            log(f"{head}: FAILED ({error}); recorded in {d / 'failed.json'}, the sweep goes on")
-            results.append(CellResult(cell, "failed", None, error))
-            continue
-        (d / "failed.json").unlink(missing_ok=True)
-        results.append(CellResult(cell, "done", metrics))
-        _analyze_checkpoints(d, sweep.analysis_k, log)
-    done = sum(r.status != "failed" for r in results)
+        else:
+            pending.append(cell)
+    outcomes = executor.run(out, pending, sweep.analysis_k, contexts, log, progress)
+    for cell, (status, metrics, error) in zip(pending, outcomes):
+        results[cell.id] = CellResult(cell, status, metrics, error)
+    ordered_results = [results[c.id] for c in cells]
+    done = sum(r.status != "failed" for r in ordered_results)
     log(f"sweep {sweep.name}: {done}/{len(cells)} cells finished, {len(cells) - done} failed, "
-        f"{time.perf_counter() - t0:.0f} s")
-    return results
+        f"{time.perf_counter() - t0:.0f} s ({executor.name})")
+    return ordered_results
+
+
+def run_cell(out: Path, cell: Cell, analysis_k: list[int] | None, contexts: dict[str, BaseContext] | None = None,
+             log: Log = print, progress: bool = False) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Run one cell into `out/runs/<id>` (resuming what it holds): (status, metrics, error). Any executor calls
+    this, in this process or a worker; a failure is recorded in the cell's failed.json, never raised."""
+    from lorasafe.pipeline.experiment import Experiment
+
+    d = run_dir(out, cell)
+    if (d / "metrics.json").is_file():
+        return "skipped", json.loads((d / "metrics.json").read_text()), None
+    contexts = {} if contexts is None else contexts
+    ctx = contexts.setdefault(BaseContext.key(cell.cfg), BaseContext(cell.cfg))
+    d.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(d / "cell.json", {"id": cell.id, "values": cell.values, "also": cell.also})
+    try:
+        metrics = Experiment(cell.cfg, d, ctx, log=log, progress=progress).run_all()
+    except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
+        error = f"{type(e).__name__}: {e}"
+        write_json_atomic(d / "failed.json", {"error": error, "traceback": traceback.format_exc(),
+                                              "values": cell.values})
+        log(f"{cell.id} ({cell.label()}): FAILED ({error}); recorded in {d / 'failed.json'}, the sweep goes on")
+        return "failed", None, error
+    (d / "failed.json").unlink(missing_ok=True)
+    _analyze_checkpoints(d, analysis_k, log)
+    return "done", metrics, None
 
 
 def _analyze_checkpoints(run: Path, ks: list[int] | None, log: Log) -> None:
