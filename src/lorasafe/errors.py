@@ -32,3 +32,13 @@ class TrainingDiverged(LorasafeError):
 
 class SandboxUnavailable(LorasafeError):
     """Code scoring was asked to run model-written code where no kernel sandbox is available."""
+
+
+def require(module: str, needed_for: str, install: str) -> object:
+    """Import an optional package, or raise one clear line: what needs it and how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise LorasafeError(f"{needed_for} needs the {module} package, which is not installed: {install}.") from None

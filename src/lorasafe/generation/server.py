@@ -29,19 +29,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from lorasafe.errors import LorasafeError
+from lorasafe.errors import LorasafeError, require
 from lorasafe.generation.base import Completion, SamplingParams
 
 log = logging.getLogger("lorasafe")
 
 
 def require_openai() -> Any:
-    try:
-        import openai
-    except ImportError:
-        raise LorasafeError("generation.backend: openai needs the `openai` package: pip install 'lorasafe[serve]' "
-                            "(or pip install openai).") from None
-    return openai
+    return require("openai", "generation.backend: openai", "pip install 'lorasafe[serve]' (or pip install openai)")
 
 
 class ServerError(LorasafeError):

@@ -20,18 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from lorasafe.errors import LorasafeError
+from lorasafe.errors import require
 from lorasafe.generation.base import Completion, SamplingParams
 
 
 def _vllm() -> Any:
-    try:
-        import vllm
-    except ImportError:
-        raise LorasafeError("generation.backend: vllm needs vLLM, which is not installed: pip install 'lorasafe[vllm]' "
-                            "on a Linux machine with a CUDA GPU (vLLM's CPU build is installed from source), or use "
-                            "generation.backend: hf or openai.") from None
-    return vllm
+    return require("vllm", "generation.backend: vllm", "pip install 'lorasafe[vllm]' on a Linux machine with a CUDA GPU "
+                   "(vLLM's CPU build is installed from source), or use generation.backend: hf or openai")
 
 
 class VLLMGenerator:

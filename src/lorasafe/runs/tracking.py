@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from lorasafe.config.schema import TrackingConfig
-from lorasafe.errors import LorasafeError
+from lorasafe.errors import LorasafeError, require
 
 
 class Tracker(Protocol):
@@ -27,13 +27,8 @@ class Tracker(Protocol):
 
 
 def _require(module: str, package: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise LorasafeError(f"tracking.backend needs the {package} package, which is not installed: pip install "
-                            f"{package} (or 'lorasafe[track]'), or remove the tracking block.") from None
+    return require(module, "tracking.backend", f"pip install {package} (or 'lorasafe[track]'), or remove the tracking "
+                                               "block")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

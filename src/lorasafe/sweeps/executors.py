@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from lorasafe.errors import LorasafeError
+from lorasafe.errors import LorasafeError, require
 
 Outcome = tuple[str, Any, Any]  # (status, metrics or None, error or None), as runner.run_cell returns
 Log = Callable[[str], None]
@@ -37,13 +37,8 @@ class Executor(Protocol):
 
 
 def _require(module: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise LorasafeError(f"--executor needs the {module} package, which is not installed: pip install "
-                            f"'lorasafe[{extra}]' (or pip install {module}), or use --executor local.") from None
+    return require(module, f"--executor {extra}", f"pip install 'lorasafe[{extra}]' (or pip install {module}), or use "
+                                                  "--executor local")
 
 
 def _cell_job(out: str, cell: Any, analysis_k: list[int] | None) -> Outcome:
