@@ -27,8 +27,8 @@ from lorasafe.models.methods import METHODS
 from lorasafe.pipeline.context import BaseContext
 from lorasafe.runs.rundir import RunDir
 from lorasafe.runs.tracking import Tracker, check_tracker, eval_metrics, open_tracker
-from lorasafe.training.distributed import barrier, ranks
 from lorasafe.scoring.metrics import judge_disagreements, judge_records, score_records
+from lorasafe.training.distributed import barrier, ranks
 
 Log = Callable[[str], None]
 
