@@ -31,8 +31,7 @@ Log = Callable[[str], None]
 class Executor(Protocol):
     name: str
 
-    def run(self, out: Path, cells: list, analysis_k: list[int] | None, contexts: dict, log: Log,
-            progress: bool) -> list[Outcome]:
+    def run(self, out: Path, cells: list, sweep: Any, contexts: dict, log: Log, progress: bool) -> list[Outcome]:
         """Run every cell of `cells` (none finished yet); one outcome per cell, in order."""
 
 
@@ -41,7 +40,7 @@ def _require(module: str, extra: str) -> Any:
                                                   "--executor local")
 
 
-def _cell_job(out: str, cell: Any, analysis_k: list[int] | None) -> Outcome:
+def _cell_job(out: str, cell: Any, sweep: Any) -> Outcome:
     """One cell in a worker process: its own model contexts, its log lines prefixed with the cell id."""
     import os
     import warnings
@@ -52,19 +51,19 @@ def _cell_job(out: str, cell: Any, analysis_k: list[int] | None) -> Outcome:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-    return run_cell(Path(out), cell, analysis_k, log=lambda m: print(f"[{cell.id}] {m}", flush=True))
+    return run_cell(Path(out), cell, sweep, log=lambda m: print(f"[{cell.id}] {m}", flush=True))
 
 
 class LocalExecutor:
     name = "local"
 
-    def run(self, out, cells, analysis_k, contexts, log, progress):
+    def run(self, out, cells, sweep, contexts, log, progress):
         from lorasafe.sweeps.runner import run_cell
 
         outcomes = []
         for i, cell in enumerate(cells, start=1):
             log(f"[{i}/{len(cells)}] {cell.id} ({cell.label()})")
-            outcomes.append(run_cell(out, cell, analysis_k, contexts, log, progress))
+            outcomes.append(run_cell(out, cell, sweep, contexts, log, progress))
         return outcomes
 
 
@@ -75,12 +74,12 @@ class RayExecutor:
     gpus_per_cell: float = 0.0
     name: str = "ray"
 
-    def run(self, out, cells, analysis_k, contexts, log, progress):
+    def run(self, out, cells, sweep, contexts, log, progress):
         ray = _require("ray", "ray")
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=True, include_dashboard=False)
         task = ray.remote(num_cpus=self.cpus_per_cell, num_gpus=self.gpus_per_cell)(_cell_job)
-        refs = {task.remote(str(out), cell, analysis_k): i for i, cell in enumerate(cells)}
+        refs = {task.remote(str(out), cell, sweep): i for i, cell in enumerate(cells)}
         outcomes: list[Outcome | None] = [None] * len(cells)
         waiting = list(refs)
         while waiting:
@@ -104,7 +103,7 @@ class SubmititExecutor:
     cpus_per_cell: int = 1
     name: str = "slurm"
 
-    def run(self, out, cells, analysis_k, contexts, log, progress):
+    def run(self, out, cells, sweep, contexts, log, progress):
         submitit = _require("submitit", "slurm")
         executor = submitit.AutoExecutor(folder=str(Path(out) / "submitit" / "%j"), cluster=self.cluster)
         params: dict[str, Any] = {"timeout_min": self.time_min, "cpus_per_task": self.cpus_per_cell,
@@ -113,7 +112,7 @@ class SubmititExecutor:
             params.update(gpus_per_node=self.gpus_per_cell, **({"slurm_partition": self.partition} if self.partition else {}))
         executor.update_parameters(**params)
         with executor.batch():  # one array job on SLURM
-            jobs = [executor.submit(_cell_job, str(out), cell, analysis_k) for cell in cells]
+            jobs = [executor.submit(_cell_job, str(out), cell, sweep) for cell in cells]
         outcomes: list[Outcome] = []
         for cell, job in zip(cells, jobs):
             while not job.done():

@@ -90,7 +90,7 @@ def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = 
             _analyze_checkpoints(d, sweep.analysis_k, log)
         else:
             pending.append(cell)
-    outcomes = executor.run(out, pending, sweep.analysis_k, contexts, log, progress)
+    outcomes = executor.run(out, pending, sweep, contexts, log, progress)
     for cell, (status, metrics, error) in zip(pending, outcomes):
         results[cell.id] = CellResult(cell, status, metrics, error)
     ordered_results = [results[c.id] for c in cells]
@@ -100,7 +100,7 @@ def run_sweep(sweep: SweepConfig, out: Path, log: Log = print, progress: bool = 
     return ordered_results
 
 
-def run_cell(out: Path, cell: Cell, analysis_k: list[int] | None, contexts: dict[str, BaseContext] | None = None,
+def run_cell(out: Path, cell: Cell, sweep: SweepConfig, contexts: dict[str, BaseContext] | None = None,
              log: Log = print, progress: bool = False) -> tuple[str, dict[str, Any] | None, str | None]:
     """Run one cell into `out/runs/<id>` (resuming what it holds): (status, metrics, error). Any executor calls
     this, in this process or a worker; a failure is recorded in the cell's failed.json, never raised."""
@@ -112,7 +112,7 @@ def run_cell(out: Path, cell: Cell, analysis_k: list[int] | None, contexts: dict
     contexts = {} if contexts is None else contexts
     ctx = contexts.setdefault(BaseContext.key(cell.cfg), BaseContext(cell.cfg))
     d.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(d / "cell.json", {"id": cell.id, "values": cell.values, "also": cell.also})
+    write_json_atomic(d / "cell.json", {"id": cell.id, "sweep": sweep.name, "values": cell.values, "also": cell.also})
     try:
         metrics = Experiment(cell.cfg, d, ctx, log=log, progress=progress).run_all()
     except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
@@ -122,7 +122,7 @@ def run_cell(out: Path, cell: Cell, analysis_k: list[int] | None, contexts: dict
         log(f"{cell.id} ({cell.label()}): FAILED ({error}); recorded in {d / 'failed.json'}, the sweep goes on")
         return "failed", None, error
     (d / "failed.json").unlink(missing_ok=True)
-    _analyze_checkpoints(d, analysis_k, log)
+    _analyze_checkpoints(d, sweep.analysis_k, log)
     return "done", metrics, None
 
 
