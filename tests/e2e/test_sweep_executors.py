@@ -34,9 +34,9 @@ operating_point: {select_over: [training.learning_rate]}
 """
 
 
-def _cmd(sweep: Path, out: Path, executor: str) -> list[str]:
+def _cmd(sweep: Path, out: Path, executor: str, cpus: int = 1) -> list[str]:
     return [sys.executable, "-m", "lorasafe.cli", "sweep", "run", str(sweep), "--out", str(out), "--executor", executor,
-            "--no-report", "--no-progress", "--cpus-per-cell", "1"]
+            "--no-report", "--no-progress", "--cpus-per-cell", str(cpus)]
 
 
 def _finished(out: Path) -> dict[str, float]:
@@ -63,7 +63,9 @@ def sweep_file(tmp_path_factory):
 def ray_run(sweep_file):
     out = sweep_file.parent / "ray"
     env = {**ENV, "RAY_DEDUP_LOGS": "0"}
-    driver = subprocess.Popen(_cmd(sweep_file, out, "ray"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # Each cell asks for both CPUs of the local cluster, so cells finish one by one and the kill lands midway
+    # (with one CPU each, two cells finishing together could leave nothing to resume).
+    driver = subprocess.Popen(_cmd(sweep_file, out, "ray", cpus=2), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
     try:
         deadline = time.time() + 300
@@ -75,7 +77,8 @@ def ray_run(sweep_file):
         subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, env=ENV)
     before = _finished(out)
     assert 1 <= len(before) < 4, f"the driver was not killed midway ({len(before)} of 4 cells finished)"
-    again = subprocess.run(_cmd(sweep_file, out, "ray"), env=env, capture_output=True, text=True, timeout=600)
+    # The rerun uses the 2 CPUs as 2 workers, one cell each.
+    again = subprocess.run(_cmd(sweep_file, out, "ray", cpus=1), env=env, capture_output=True, text=True, timeout=600)
     subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, env=ENV)
     assert again.returncode == 0, again.stderr[-3000:]
     return out, before, " ".join((again.stdout + again.stderr).split())  # rich wraps long lines
