@@ -59,6 +59,7 @@ _FENCE = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)\n[ \t]*```", re.DOTALL | re.MUL
 _PYTHON_TAGS = {"", "python", "python3", "py"}
 _PROBLEM_KEYS = ("prompt", "test", "entry_point")
 _VERDICT_BYTES = 64 * 1024
+_GONE_GRACE_S = 2.0  # how long a solution that closed its pipes gets to finish exiting
 
 # Plain data <-> JSON, in both processes. Decoding builds only exact built-in types, so whatever the
 # solution's process sends, the tests never hold one of its objects.
@@ -304,8 +305,12 @@ def run_tests(programs: Programs, limits: SandboxLimits | None = None, *,
             pass_fds=(verdict_w, calls_w, answers_r), unsafe=unsafe))
         fds.close(calls_r, calls_w, answers_r, answers_w, verdict_w)  # EOF must reach each side
         tests_ended = tests.finish()
-        solution_ended = solution.finish(deadline=time.monotonic())  # stop it now
         verdict = _verdict(verdict_r)
+        # A solution that closed its pipes is ending by itself, but its sandbox can take a moment to tear
+        # down on a loaded machine: wait for that (bounded) so its exit status is reported, not "stopped".
+        # One still answering when the tests ended is stopped now.
+        gone = verdict is not None and verdict.get("gone") is True
+        solution_ended = solution.finish(deadline=time.monotonic() + (_GONE_GRACE_S if gone else 0.0))
     return _judge(verdict, tests_ended, solution_ended, limits)
 
 
