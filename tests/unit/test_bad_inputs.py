@@ -182,6 +182,37 @@ def test_a_run_directory_with_results_is_never_taken_over(tmp_path):
     assert after == before
 
 
+def test_a_run_with_results_never_resumes_over_other_weights_behind_the_same_model_path(tmp_path):
+    """The config hash names the model by path; a rebuilt model behind that path must not mix into old results."""
+    import shutil
+
+    from lorasafe.models.loading import mini_model_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(mini_model_dir(), model)
+    cfg = _cfg(model={"path": str(model), "device": "cpu"})
+    run = _experiment(cfg, tmp_path / "run").run
+    fp = json.loads((tmp_path / "run" / "manifest.json").read_text())["base_model"]["fingerprint"]
+    assert fp.startswith("sha256:")
+    run.mark_done("generate-x", records=1)
+    _experiment(cfg, tmp_path / "run")  # the same weights resume
+    data = bytearray((model / "model.safetensors").read_bytes())
+    data[-1] ^= 1  # one bit of the last tensor: other weights, same config, same path
+    (model / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(LorasafeError, match=r"other weights behind model .*resuming would mix two models"):
+        _experiment(cfg, tmp_path / "run")
+    # A manifest from before fingerprints were recorded: its parameter count is compared.
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    del manifest["base_model"]
+    manifest["targets"]["total_params"] = 1_314_176  # the 6-layer mini model's
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LorasafeError, match="1,314,176 parameters, now"):
+        _experiment(cfg, tmp_path / "run")
+    # Without results a directory is taken over as before.
+    shutil.rmtree(tmp_path / "run" / "stages")
+    _experiment(cfg, tmp_path / "run")
+
+
 def test_a_corrupt_training_marker_is_one_error(tmp_path):
     run = RunDir.open(tmp_path / "run", ExperimentConfig())
     (run.path / "stages").mkdir()

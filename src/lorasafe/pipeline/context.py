@@ -15,7 +15,8 @@ from typing import Any
 from lorasafe.config.schema import AdapterConfig, ExperimentConfig
 from lorasafe.data.chat import ChatRenderer
 from lorasafe.data.suites import think_format
-from lorasafe.models.loading import config_source, load_config, load_tokenizer
+from lorasafe.models.fingerprint import fingerprint
+from lorasafe.models.loading import config_source, load_config, load_tokenizer, resolve_path
 from lorasafe.models.pool import ModelPool
 from lorasafe.models.structure import ModelStructure, known_structure, remember
 from lorasafe.models.targets import TargetPlan, plan_targets
@@ -50,6 +51,11 @@ class BaseContext:
         if k not in self._plans:
             self._plans[k] = plan_targets(adapter, self.structure)
         return self._plans[k]
+
+    @cached_property
+    def fingerprint(self) -> str | None:
+        """The base weights' identity (models/fingerprint.py): a run resumes only over the weights it began with."""
+        return fingerprint(resolve_path(self.cfg.model.path))
 
     @cached_property
     def tokenizer(self) -> Any:

@@ -139,6 +139,7 @@ class Experiment:
         sandbox = code_isolation(cfg)  # a code suite on a machine without a sandbox stops here
         self.plan = ctx.plan(cfg.adapter)
         check_model(cfg, ctx)
+        RunDir.check_base(path, cfg.model.path, ctx.fingerprint, self.plan.total_params)
         trained = self.plan.method != "none" and not (Path(path) / "stages" / "train.json").is_file()
         check_data(cfg, self.eval_suites, self.train_items if trained else None)
         if self.main:
@@ -148,6 +149,7 @@ class Experiment:
             self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
                                               "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
                                               "total_params": self.plan.total_params},
+                                     base_model={"path": cfg.model.path, "fingerprint": ctx.fingerprint},
                                      chat=ctx.renderer.describe(), **({"sandbox": sandbox} if sandbox else {}))
         barrier()
         if not self.main:

@@ -73,6 +73,32 @@ class RunDir:
             )
         return False, old or "unreadable"
 
+    @staticmethod
+    def check_base(path: str | Path, model: str, fingerprint: str | None, total_params: int) -> None:
+        """A run directory with results resumes only over the base model it was made with: the config names the
+        model by path, and the weights behind a path can change (a rebuilt mini model, a new hub snapshot).
+        Manifests from before fingerprints were recorded are compared by the model's parameter count."""
+        path = Path(path)
+        if not holds_results(path):
+            return
+        try:
+            data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # check() already refuses an unreadable manifest over results
+        old = (data.get("base_model") or {}).get("fingerprint")
+        old_params = (data.get("targets") or {}).get("total_params")
+        if old and fingerprint and old != fingerprint:
+            found = f"weights {old}, now {fingerprint}"
+        elif not old and old_params is not None and old_params != total_params:
+            found = f"{old_params:,} parameters, now {total_params:,}"
+        else:
+            return
+        raise LorasafeError(
+            f"Run directory {path} has results made with other weights behind model {model!r} than it has now "
+            f"({found}); resuming would mix two models' results. Choose a new output directory (--out), or delete "
+            "that one to start over."
+        )
+
     @classmethod
     def open(cls, path: str | Path, config: ExperimentConfig) -> "RunDir":
         """Create the run directory, or reopen it if it holds this very config.
