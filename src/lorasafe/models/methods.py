@@ -19,8 +19,9 @@ class Method(Protocol):
     def prepare(self, model: Any, adapter: AdapterConfig, plan: TargetPlan) -> Any:
         """Make `model` trainable the method's way; returns the model to train."""
 
-    def save(self, model: Any, path: Path) -> None:
-        """Write what evaluation needs to reproduce the trained model (safetensors)."""
+    def save(self, model: Any, path: Path, state: dict | None = None) -> None:
+        """Write what evaluation needs to reproduce the trained model (safetensors); `state`: the whole weights
+        when the model itself holds only this process's shards (training/sharding.py)."""
 
     def restore(self, model: Any, path: Path) -> None:
         """Load trainable weights written by `save` into a model from `prepare` (resume)."""
@@ -54,7 +55,7 @@ class Lora:
                                f"resolved {len(plan.modules)} and {len(plan.parameters)}")
         return peft_model
 
-    def save(self, model: Any, path: Path) -> None:
+    def save(self, model: Any, path: Path, state: dict | None = None) -> None:
         model.save_pretrained(str(path), safe_serialization=True)
 
     def restore(self, model: Any, path: Path) -> None:
@@ -72,8 +73,8 @@ class Full:
             p.requires_grad_(True)
         return model
 
-    def save(self, model: Any, path: Path) -> None:
-        model.save_pretrained(str(path), safe_serialization=True)
+    def save(self, model: Any, path: Path, state: dict | None = None) -> None:
+        model.save_pretrained(str(path), safe_serialization=True, **({"state_dict": state} if state else {}))
 
     def restore(self, model: Any, path: Path) -> None:
         from safetensors.torch import load_file

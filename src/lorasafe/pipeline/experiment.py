@@ -29,6 +29,7 @@ from lorasafe.runs.rundir import RunDir
 from lorasafe.runs.tracking import Tracker, check_tracker, eval_metrics, open_tracker
 from lorasafe.scoring.metrics import judge_disagreements, judge_records, score_records
 from lorasafe.training.distributed import barrier, ranks
+from lorasafe.training.sharding import check as check_sharding
 
 Log = Callable[[str], None]
 
@@ -138,6 +139,8 @@ class Experiment:
         _ = self.judges
         sandbox = code_isolation(cfg)  # a code suite on a machine without a sandbox stops here
         self.plan = ctx.plan(cfg.adapter)
+        if ranks().world > 1:
+            check_sharding(self.plan.method, cfg.training.regulariser is not None)
         check_model(cfg, ctx)
         RunDir.check_base(path, cfg.model.path, ctx.fingerprint, self.plan.total_params)
         trained = self.plan.method != "none" and not (Path(path) / "stages" / "train.json").is_file()

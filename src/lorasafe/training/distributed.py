@@ -9,10 +9,10 @@ Gradients are summed by all-reduce after the backward (lorasafe's loss reaches t
 directly, which `DistributedDataParallel`'s forward hooks would not see). Only the main process writes
 checkpoints, logs, manifests and records, and only it generates and judges.
 
-Full fine-tuning of models larger than one device (FSDP, DeepSpeed ZeRO-3) is not implemented: every
-process holds the whole model and optimiser state; the checkpoints are whole, so a run resumes under any
+Under a DDP config every process holds the whole model and optimiser state; under an FSDP config full
+fine-tuning shards them (training/sharding.py). Checkpoints are whole either way, so a run resumes under any
 number of processes. The process group comes from accelerate's `PartialState` (gloo on CPUs, nccl on
-GPUs); on CPUs the test suite runs it with 2 processes, GPUs have not run it.
+GPUs); on CPUs the test suite runs both with 2 processes, GPUs have not run them.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ class Ranks:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        """Whether full fine-tuning shards its model across the processes (FSDP, training/sharding.py)."""
+        from lorasafe.training.sharding import requested
+
+        return self.world > 1 and requested() == "fsdp"
 
 
 def _launched() -> bool:

@@ -68,6 +68,7 @@ class SFTTrainer:
         self.on_step = on_step  # called after every optimiser step (and its checkpoint), e.g. for logging
         self.on_log = on_log  # every optimiser step's train/loss, train/lr (and train/penalty), e.g. for a tracker
         self.ranks = ranks()  # data-parallel processes (training/distributed.py); 0 of 1 when alone
+        self.sharded = None  # training/sharding.py, under an FSDP accelerate config
         self.regulariser = regulariser  # training/regularisers.py: a loss term, logged as `penalty`
         self.ckpt_root = self.out_dir / "checkpoints"
         per_step = cfg.batch_size * cfg.grad_accum
@@ -97,17 +98,22 @@ class SFTTrainer:
         a = self.cfg.grad_accum
         return [micro[s:s + a] for s in range(0, len(micro), a)]
 
-    def _save(self, step: int, optimizer: Any, scheduler: Any, loss: float, master: Any = None) -> Path:
+    def _save(self, step: int, optimizer: Any, scheduler: Any, loss: float, master: Any = None,
+              whole: dict | None = None) -> Path:
+        """`whole`: the gathered weights, optimizer state and masters of a sharded run (training/sharding.py)."""
         import torch
 
         final = self.ckpt_root / f"step-{step:06d}"
         tmp = self.ckpt_root / f".tmp-step-{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.method.save(self.model, tmp / "weights")
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        self.method.save(self.model, tmp / "weights", whole["weights"] if whole else None)
+        state = {"optimizer": whole["optimizer"] if whole else optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict()}
         if master is not None:
             state["master"] = master.state_dict()
+        elif whole and whole["master"] is not None:
+            state["master"] = whole["master"]
         torch.save(state, tmp / "optimizer.pt")
         write_json_atomic(tmp / "state.json", {"step": step, "loss": loss, "total_steps": self.total_steps})
         shutil.rmtree(final, ignore_errors=True)
@@ -127,24 +133,33 @@ class SFTTrainer:
         accel.set_attention(self.model, accel.attention_for(cfg, self.model, device.type))
         if cfg.gradient_checkpointing:
             accel.enable_checkpointing(self.model)
+        step, last_loss, state = 0, None, None
+        done = _checkpoints(self.ckpt_root)
+        if done:  # resume from the newest complete checkpoint (written by any number of processes)
+            last = done[-1]
+            self.method.restore(self.model, last / "weights")
+            state = torch.load(last / "optimizer.pt", weights_only=True)
+            step = json.loads((last / "state.json").read_text())["step"]
+        resumed_from = step
+        loss_fn = CompletionLoss(self.model, cfg.loss_chunk_tokens, liger=cfg.liger)
+        if self.ranks.sharded:  # FSDP: the model's parameters become this process's shards
+            from lorasafe.training.sharding import Sharded
+
+            self.sharded = Sharded(self.model, loss_fn, self.ranks.world, device, cfg.fp32_optimizer_state,
+                                   (state or {}).get("master"))
         params = [p for p in self.model.parameters() if p.requires_grad]
         half = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
         master = MasterWeights(params) if cfg.fp32_optimizer_state and half else None
         optimizer = build_optimizer(master.master if master else params, cfg)
         scheduler = _schedule(optimizer, cfg, self.total_steps)
-        step, last_loss = 0, None
-        done = _checkpoints(self.ckpt_root)
-        if done:  # resume from the newest complete checkpoint
-            last = done[-1]
-            self.method.restore(self.model, last / "weights")
-            state = torch.load(last / "optimizer.pt", weights_only=True)
+        if state is not None:
             if master:
                 master.load_state_dict(state.get("master"))
-            optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:
+                self.sharded.load_optimizer(optimizer, state["optimizer"])
+            else:
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            step = json.loads((last / "state.json").read_text())["step"]
-        resumed_from = step
-        loss_fn = CompletionLoss(self.model, cfg.loss_chunk_tokens, liger=cfg.liger)
         setup = {"head": loss_fn.path, "optimizer": implementation(optimizer), "packing": cfg.packing,
                  "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
                  "master_weights": master is not None}
@@ -179,14 +194,17 @@ class SFTTrainer:
         rank, world = self.ranks.rank, self.ranks.world
 
         def make(group):
-            # (this process's share of each micro-batch, or None; the micro-batch's completion targets in all)
+            # (this process's share of each micro-batch or None, the micro-batch's completion targets in all,
+            # the share's weight in the loss)
             out = []
             for m in group:
-                share = m[rank::world]
+                share, weight = m[rank::world], 1.0
+                if not share and self.sharded:  # every process must join FSDP's gathers: a zero-weight example
+                    share, weight = m[:1], 0.0
                 batch = train_batch(share, self.pad_id, cfg.packing, span, varlen) if share else None
                 if batch is not None and device.type == "cuda":
                     batch = batch.pinned()
-                out.append((batch, sum(len(e.completion_ids) for e in m)))
+                out.append((batch, sum(len(e.completion_ids) for e in m), weight))
             return out
 
         return prefetched(make, groups, depth=2 if ahead else 0)
@@ -218,17 +236,23 @@ class SFTTrainer:
                     torch.manual_seed(hash((self.seed, step)) & 0x7FFFFFFF)  # dropout, identical on resume
                     optimizer.zero_grad(set_to_none=True)  # with master weights, the model's grads were moved up
                     total = torch.zeros((), device=device)
-                    for batch, n_targets in group:
+                    for batch, n_targets, weight in group:
                         if batch is None:  # data-parallel: this process's share of the micro-batch is empty
                             continue
                         with accel.autocast(self.cfg, device.type):
-                            loss = loss_fn(batch.to(device), n_targets) / len(group)
+                            if self.sharded:
+                                loss = self.sharded.loss(batch.to(device), n_targets) * (weight / len(group))
+                                part = loss.detach().float() / self.ranks.world  # the loss without FSDP's scaling
+                            else:
+                                loss = loss_fn(batch.to(device), n_targets) / len(group)
+                                part = loss.detach().float()
                         loss.backward()
-                        total += loss.detach().float()
+                        total += part
                     pen = self.regulariser.penalty() if self.regulariser is not None else None
                     if pen is not None:  # once per optimiser step, on the weights being stepped
                         (pen / self.ranks.world).backward()  # every process adds it; the gradient sum counts it once
-                    sum_gradients(trainable)
+                    if not self.sharded:  # FSDP reduce-scattered them in the backward
+                        sum_gradients(trainable)
                     sum_across(total)
                     # The step's one host sync: the NaN guard, the log and on_step read these.
                     values = torch.stack([total, pen.detach().float()]).tolist() if pen is not None else [total.item()]
@@ -254,6 +278,9 @@ class SFTTrainer:
         return step, last_loss
 
     def _after_step(self, step, total, penalty, optimizer, scheduler, master, bar, log) -> None:
+        whole = None
+        if self.sharded and step in self.save_at:  # every process joins the gather; the main one writes it
+            whole = self.sharded.full_state(optimizer)
         if not self.ranks.main:  # the other data-parallel processes write nothing
             return
         save_at = self.save_at
@@ -263,7 +290,7 @@ class SFTTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{total:.4f}", **({} if penalty is None else {"penalty": f"{penalty:.3g}"}))
         if step in save_at:
-            self._save(step, optimizer, scheduler, total, master)
+            self._save(step, optimizer, scheduler, total, master, whole)
         if self.on_step:
             self.on_step(step, total)
         if self.on_log:
