@@ -305,12 +305,17 @@ def test_checkpointing_and_attention_kernels_keep_the_losses(tiny_tokenizer, tmp
         cfg = TrainingConfig(learning_rate=1e-2, max_steps=3, batch_size=4, packing=True, **kw)
         res = SFTTrainer(model, METHODS[method], ex, cfg, tmp_path / name, pad_id=tiny_tokenizer.pad_token_id,
                          progress=False, on_step=lambda s, l: seen.append(l)).train()
-        assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules()) == (name == "ckpt")
+        checkpointed = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+        assert checkpointed == (res.setup["checkpointing"] != "off")
+        assert res.setup["checkpointing"] == {"auto": "selective" if method == "full" else "off", False: "off",
+                                              True: "full"}.get(kw.get("gradient_checkpointing", "auto"),
+                                                                kw.get("gradient_checkpointing"))
         assert res.setup["attention"] == kw.get("attention", "sdpa")
         return seen
 
-    ref = losses("ref")
-    for name, kw in {"ckpt": {"gradient_checkpointing": True}, "eager": {"attention": "eager"}}.items():
+    ref = losses("ref", gradient_checkpointing=False)
+    for name, kw in {"auto": {}, "selective": {"gradient_checkpointing": "selective"},
+                     "full": {"gradient_checkpointing": True}, "eager": {"attention": "eager"}}.items():
         assert all(abs(a - b) < 1e-5 for a, b in zip(losses(name, **kw), ref)), name
 
 
@@ -334,3 +339,4 @@ def test_speed_options_at_their_defaults_keep_config_hashes():
     chosen = TrainingConfig(packing=True, loss_chunk_tokens=64, gradient_checkpointing=True)
     assert {"packing", "loss_chunk_tokens", "gradient_checkpointing"} <= set(chosen.model_dump())
     assert TrainingConfig.model_validate(chosen.model_dump()) == chosen
+    assert chosen.gradient_checkpointing == "full" and TrainingConfig(gradient_checkpointing=False).gradient_checkpointing == "off"

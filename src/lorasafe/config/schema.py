@@ -220,9 +220,12 @@ class TrainingConfig(OmitAtDefault):
     prefetch: Literal["auto", "on", "off"] = Field("auto", description=(
         "build the next micro-batches on a background thread; auto = on for CUDA (the host is idle while the GPU "
         "computes), off on a CPU, where measured it does not pay"))
-    gradient_checkpointing: bool = Field(False, description=(
-        "recompute decoder layers in the backward instead of storing activations (long sequences); same numbers, "
-        "slower"))
+    gradient_checkpointing: Literal["auto", "off", "selective", "full"] = Field("auto", description=(
+        "recompute activations in the backward instead of storing them; the same numbers (the recomputation is "
+        "deterministic), some speed for memory: selective = keep every matmul's and attention's output and "
+        "recompute the element-wise ops between them (norms, activations, products); full = recompute whole "
+        "decoder layers (long sequences); auto = selective for full fine-tuning (its activations add to weights, "
+        "gradients and AdamW state), off for LoRA. true / false mean full / off"))
     autocast: Literal["off", "bf16"] = Field("off", description=(
         "bf16 autocast of the forward and backward over the model's weights (fp32 weights and optimiser state "
         "stay); changes numerics, so off by default; for GPUs"))
@@ -235,6 +238,11 @@ class TrainingConfig(OmitAtDefault):
     liger: bool = Field(False, description=(
         "Liger's fused linear cross-entropy for the LM head on CUDA (needs liger-kernel); same loss up to float "
         "rounding"))
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_bool(cls, v: Any) -> Any:
+        return {True: "full", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class VLLMConfig(Strict):

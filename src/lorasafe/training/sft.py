@@ -131,8 +131,9 @@ class SFTTrainer:
         cfg = self.cfg
         device = next(self.model.parameters()).device
         accel.set_attention(self.model, accel.attention_for(cfg, self.model, device.type))
-        if cfg.gradient_checkpointing:
-            accel.enable_checkpointing(self.model)
+        checkpointing = accel.checkpointing_mode(cfg, self.method.name)
+        if checkpointing != "off":
+            accel.enable_checkpointing(self.model, selective=checkpointing == "selective")
         step, last_loss, state = 0, None, None
         done = _checkpoints(self.ckpt_root)
         if done:  # resume from the newest complete checkpoint (written by any number of processes)
@@ -162,7 +163,7 @@ class SFTTrainer:
             scheduler.load_state_dict(state["scheduler"])
         setup = {"head": loss_fn.path, "optimizer": implementation(optimizer), "packing": cfg.packing,
                  "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
-                 "master_weights": master is not None}
+                 "master_weights": master is not None, "checkpointing": checkpointing}
         self.model.train()
         bar = None
         if self.progress and self.ranks.main:
