@@ -31,7 +31,10 @@ def fingerprint(path: str) -> str | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(path, "config.json")  # local lookup only: never reaches the hub
+    try:
+        cached = try_to_load_from_cache(path, "config.json")  # local lookup only: never reaches the hub
+    except ValueError:  # not a valid hub id either (the model checks say why, before this is asked)
+        return None
     return f"hub:{path}@{Path(cached).parent.name}" if isinstance(cached, str) else None
 
 
