@@ -118,11 +118,12 @@ def test_studies_refuse_several_processes_with_one_clear_line(tmp_path):
 
 
 # --- full fine-tuning sharded by FSDP --------------------------------------------------------------------
-def _full_config(tmp_path: Path, precision: str = "fp32", masters: bool = False) -> Path:
-    cfg = tmp_path / f"full-{precision}.yaml"
+def _full_config(tmp_path: Path, precision: str = "fp32", masters: bool = False, examples: int = 32,
+                 batch: int = 8) -> Path:
+    cfg = tmp_path / f"full-{precision}-{examples}.yaml"
     cfg.write_text(f"name: fsdp\nmodel: {{path: mini, device: cpu, precision: {precision}}}\nadapter: {{method: full}}\n"
-                   "data:\n  train: [{mini: harmful-align, limit: 32}]\n  eval: [{mini: harmful-eval, limit: 6}]\n"
-                   f"training: {{learning_rate: 3.0e-4, epochs: 2, batch_size: 8, fp32_optimizer_state: {str(masters).lower()}}}\n"
+                   f"data:\n  train: [{{mini: harmful-align, limit: {examples}}}]\n  eval: [{{mini: harmful-eval, limit: 6}}]\n"
+                   f"training: {{learning_rate: 3.0e-4, epochs: 2, batch_size: {batch}, fp32_optimizer_state: {str(masters).lower()}}}\n"
                    "generation: {max_new_tokens: 24, batch_size: 8}\n")
     return cfg
 
@@ -183,6 +184,17 @@ def test_fsdp_resumes_from_a_checkpoint_another_process_count_wrote(sharded, pro
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-4
 
 
+def test_fsdp_a_micro_batch_smaller_than_the_process_count(tmp_path):
+    """9 examples in batches of 4: each epoch ends on a 1-example micro-batch, so one process has no share and
+    joins FSDP's collectives with a zero-weight example; the steps are still one process's."""
+    cfg = _full_config(tmp_path, examples=9, batch=4)
+    one, two = _run(cfg, tmp_path / "one", 1), _run(cfg, tmp_path / "two", 2, accelerate_config=FSDP)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    rows = lambda out: [json.loads(x)["loss"] for x in (out / "train" / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
+    a, b = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert len(a) == len(b) == 6 and max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
+
+
 def test_fsdp_half_precision_with_fp32_masters(tmp_path):
     """bf16 weights, fp32 masters: FSDP's fp32 shards computing in bf16 follow one process's master weights
     (bf16 rounding of the two processes' partial sums differs, hence the looser bound)."""
@@ -196,6 +208,8 @@ def test_fsdp_half_precision_with_fp32_masters(tmp_path):
     assert {v.dtype for v in _weights(tmp_path / "two").values()} == {torch.bfloat16}
     load = lambda out: torch.load(out / "train" / "checkpoints" / f"step-{STEPS:06d}" / "optimizer.pt",  # noqa: E731
                                   weights_only=True)
+    config = json.loads((tmp_path / "two" / "train" / "checkpoints" / f"step-{STEPS:06d}" / "weights" / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"  # the weights' dtype, not the fp32 shards'
     m1, m2 = load(tmp_path / "one")["master"], load(tmp_path / "two")["master"]
     assert len(m1) == len(m2) and all(x.dtype == y.dtype == torch.float32 for x, y in zip(m1, m2))
     assert max(float((x - y).abs().max()) for x, y in zip(m1, m2)) < 1e-2

@@ -213,6 +213,29 @@ def test_a_run_with_results_never_resumes_over_other_weights_behind_the_same_mod
     _experiment(cfg, tmp_path / "run")
 
 
+def test_a_large_models_sampled_fingerprint_sees_a_change_in_a_middle_layer(tmp_path, monkeypatch):
+    """Past the whole-hash size every tensor's first bytes count: a merge into middle layers changes the print."""
+    import shutil
+
+    from lorasafe.models import fingerprint as fp
+    from lorasafe.models.loading import mini_model_dir
+
+    monkeypatch.setattr(fp, "WHOLE_BELOW", 0)
+    monkeypatch.setattr(fp, "SAMPLE", 1024)
+    model = tmp_path / "model"
+    shutil.copytree(mini_model_dir(), model)
+    before = fp.fingerprint(str(model))
+    assert before.startswith("sampled-sha256:")
+    f = model / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    begin = header["model.layers.6.mlp.up_proj.weight"]["data_offsets"][0]  # a middle layer, mid-file
+    data[8 + n + begin + 100] ^= 1
+    f.write_bytes(bytes(data))
+    assert fp.fingerprint(str(model)) != before
+
+
 def test_a_corrupt_training_marker_is_one_error(tmp_path):
     run = RunDir.open(tmp_path / "run", ExperimentConfig())
     (run.path / "stages").mkdir()

@@ -1,6 +1,7 @@
 """Fast training means the same training: the chunked completion-only head, packed micro-batches, fused
 AdamW and the once-per-step host sync give the losses and gradients of the plain padded loop (fp32, CPU)."""
 
+import json
 import math
 
 import pytest
@@ -340,3 +341,13 @@ def test_speed_options_at_their_defaults_keep_config_hashes():
     assert {"packing", "loss_chunk_tokens", "gradient_checkpointing"} <= set(chosen.model_dump())
     assert TrainingConfig.model_validate(chosen.model_dump()) == chosen
     assert chosen.gradient_checkpointing == "full" and TrainingConfig(gradient_checkpointing=False).gradient_checkpointing == "off"
+    # checkpointing changes no number: the hash sees true as it always did, and nothing of the other values
+    from lorasafe.config.loader import config_hash
+    from lorasafe.config.schema import ExperimentConfig
+
+    h = lambda **kw: config_hash(ExperimentConfig(training=kw))  # noqa: E731
+    assert h() == h(gradient_checkpointing=False) == h(gradient_checkpointing="selective") == h(gradient_checkpointing="off")
+    assert h(gradient_checkpointing=True) == h(gradient_checkpointing="full") != h()
+    assert '"gradient_checkpointing":true' in json.dumps(
+        ExperimentConfig(training={"gradient_checkpointing": True}).model_dump(mode="json", context={"identity": True}),
+        separators=(",", ":"))

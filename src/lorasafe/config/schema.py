@@ -32,6 +32,9 @@ class OmitAtDefault(Strict):
 
     OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
     NOT_IDENTITY: ClassVar[tuple[str, ...]] = ()
+    # A field whose values changed form but not results: what the config hash sees of each value (absent = left
+    # out), so configs written in the old form keep their hash.
+    IDENTITY_FORMS: ClassVar[dict[str, dict[Any, Any]]] = {}
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
@@ -42,6 +45,10 @@ class OmitAtDefault(Strict):
         if isinstance(info.context, dict) and info.context.get("identity"):
             for name in self.NOT_IDENTITY:
                 data.pop(name, None)
+            for name, forms in self.IDENTITY_FORMS.items():
+                data.pop(name, None)
+                if getattr(self, name) in forms:
+                    data[name] = forms[getattr(self, name)]
         return data
 
 
@@ -190,6 +197,9 @@ class TrainingConfig(OmitAtDefault):
     OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
         "packing", "loss_chunk_tokens", "optimizer_impl", "prefetch", "gradient_checkpointing", "autocast",
         "fp32_optimizer_state", "attention", "liger")
+    # Checkpointing recomputes the same numbers: the hash sees it as the boolean it was (true = full), and none of
+    # the newer values, so a run resumes whichever is chosen.
+    IDENTITY_FORMS: ClassVar[dict[str, dict[Any, Any]]] = {"gradient_checkpointing": {"full": True}}
 
     learning_rate: PositiveFloat = 5e-5
     epochs: PositiveInt = 5

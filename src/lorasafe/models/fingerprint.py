@@ -10,15 +10,19 @@ torch.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 IDENTITY_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-# Small models are hashed whole (the mini model: 10 MB, ~10 ms). Past this, each weight file contributes its
-# size and its first and last SAMPLE bytes (the safetensors header and the first and last tensors): a 28 GB
-# checkpoint answers in well under a second, and retrained weights differ in those bytes.
+# Small models are hashed whole (the mini model: 10 MB, ~10 ms). Past this, a safetensors file contributes its
+# header and the first TENSOR_SAMPLE bytes of every tensor (a LoRA merged into a few layers changes the first
+# rows of those layers' matrices: a rank-r update touches every row its B does not zero), other weight files
+# their size and first and last SAMPLE bytes: a 28 GB checkpoint answers in well under a second.
 WHOLE_BELOW = 256 << 20
 SAMPLE = 4 << 20
+TENSOR_SAMPLE = 4096
 
 
 def fingerprint(path: str) -> str | None:
@@ -52,8 +56,26 @@ def _directory(d: Path) -> str:
             if whole or size <= 2 * SAMPLE:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
+            elif f.suffix == ".safetensors":
+                _tensor_starts(fh, h)
             else:
                 h.update(fh.read(SAMPLE))
                 fh.seek(size - SAMPLE)
                 h.update(fh.read(SAMPLE))
     return ("sha256:" if whole else "sampled-sha256:") + h.hexdigest()[:16]
+
+
+def _tensor_starts(fh: Any, h: Any) -> None:
+    """The safetensors header (names, dtypes, shapes, offsets), then the first bytes of every tensor."""
+    head = fh.read(8)
+    n = int.from_bytes(head, "little")
+    header = fh.read(n)
+    h.update(head + header)
+    try:
+        entries = json.loads(header)
+    except ValueError:
+        return  # not a safetensors header: loading it says so
+    spans = sorted(v["data_offsets"] for k, v in entries.items() if k != "__metadata__")
+    for begin, end in spans:
+        fh.seek(8 + n + begin)
+        h.update(fh.read(min(TENSOR_SAMPLE, end - begin)))

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
 from lorasafe.config.schema import AdapterConfig
+from lorasafe.data.jsonl import write_json_atomic
 from lorasafe.models.targets import TargetPlan
 
 
@@ -75,11 +77,20 @@ class Full:
 
     def save(self, model: Any, path: Path, state: dict | None = None) -> None:
         model.save_pretrained(str(path), safe_serialization=True, **({"state_dict": state} if state else {}))
+        if state:  # save_pretrained writes the dtype of the model's (fp32 master) shards; the weights say otherwise
+            dtypes = {str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()}
+            config = path / "config.json"
+            data = json.loads(config.read_text())
+            if len(dtypes) == 1 and data.get("dtype") not in dtypes:
+                write_json_atomic(config, {**data, "dtype": dtypes.pop()})
 
     def restore(self, model: Any, path: Path) -> None:
         from safetensors.torch import load_file
 
-        state = load_file(str(path / "model.safetensors"))
+        index = path / "model.safetensors.index.json"  # past save_pretrained's shard size, several files
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
+            else ["model.safetensors"]
+        state = {k: v for f in files for k, v in load_file(str(path / f)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         tied = set(getattr(model, "_tied_weights_keys", None) or [])
         if unexpected or any(k not in tied and "lm_head" not in k for k in missing):

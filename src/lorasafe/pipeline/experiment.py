@@ -152,8 +152,9 @@ class Experiment:
             self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
                                               "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
                                               "total_params": self.plan.total_params},
-                                     base_model={"path": cfg.model.path, "fingerprint": ctx.fingerprint},
                                      chat=ctx.renderer.describe(), **({"sandbox": sandbox} if sandbox else {}))
+            if ctx.fingerprint is not None:  # an unknown one (a hub id not in the cache) keeps the recorded one
+                self.run.update_manifest(base_model={"path": cfg.model.path, "fingerprint": ctx.fingerprint})
         barrier()
         if not self.main:
             self.run = RunDir.open(path, cfg)  # the main process made it for this config: opened, not written

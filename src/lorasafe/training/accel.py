@@ -91,6 +91,10 @@ def _selective_policy() -> Any:
     names = ("mm", "addmm", "bmm", "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention", "_flash_attention_forward")
     keep = {getattr(aten, n).default for n in names if hasattr(aten, n)}
+    try:  # flash-attn's own kernel (attention: flash_attention_2), registered as a torch op when installed
+        keep.add(torch.ops.flash_attn._flash_attn_forward.default)
+    except (AttributeError, RuntimeError):
+        pass
 
     def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
         return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE

@@ -139,7 +139,8 @@ class SFTTrainer:
         if done:  # resume from the newest complete checkpoint (written by any number of processes)
             last = done[-1]
             self.method.restore(self.model, last / "weights")
-            state = torch.load(last / "optimizer.pt", weights_only=True)
+            # mapped, not read: every process of a sharded run loads it, and only its shards' share is touched
+            state = torch.load(last / "optimizer.pt", weights_only=True, mmap=True)
             step = json.loads((last / "state.json").read_text())["step"]
         resumed_from = step
         loss_fn = CompletionLoss(self.model, cfg.loss_chunk_tokens, liger=cfg.liger)
@@ -163,7 +164,8 @@ class SFTTrainer:
             scheduler.load_state_dict(state["scheduler"])
         setup = {"head": loss_fn.path, "optimizer": implementation(optimizer), "packing": cfg.packing,
                  "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
-                 "master_weights": master is not None, "checkpointing": checkpointing}
+                 "master_weights": master is not None or bool(self.sharded and self.sharded.masters),
+                 "checkpointing": checkpointing}
         self.model.train()
         bar = None
         if self.progress and self.ranks.main:

@@ -79,9 +79,19 @@ def _module_class():
 
 
 def _layers(model: Any) -> list:
-    """The decoder's layer list (Qwen2, Llama, Qwen3, Mistral, Gemma... keep it at `.layers`)."""
+    """The shard groups below the root: the modules transformers says must not be split (its decoder layer
+    classes, `_no_split_modules`), else the decoder's `.layers`. A model with neither is refused: its whole
+    weights would stay gathered in the root group, which is not sharding."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return list(getattr(base.get_decoder(), "layers", None) or [])
+    names = set(getattr(base, "_no_split_modules", None) or [])
+    layers = [m for m in base.modules() if type(m).__name__ in names]
+    layers = layers or list(getattr(base.get_decoder(), "layers", None) or [])
+    if not layers:
+        raise LorasafeError(
+            f"FSDP found no decoder layers to shard in {type(base).__name__} (no `_no_split_modules`, no "
+            "`.layers`). Train it data-parallel: accelerate launch --config_file configs/accelerate/ddp-gpus.yaml ..."
+        )
+    return layers
 
 
 class Sharded:
@@ -96,21 +106,35 @@ class Sharded:
         self.model, self.world = model, world
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]  # the optimiser's order
         self.dtype = next(model.parameters()).dtype
-        mp = MixedPrecisionPolicy()
         self.masters = fp32_masters and self.dtype in (torch.bfloat16, torch.float16)
-        if self.masters:  # training.fp32_optimizer_state, as the master weights of a single process
-            model.float()  # the shards are the fp32 masters; compute stays in the model's dtype
-            if master:  # a resumed run's masters (any process count wrote them)
-                params = dict(model.named_parameters())
-                with torch.no_grad():
-                    for name, m in zip(self.names, master):
-                        params[name].copy_(m)
-            mp = MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=torch.float32)
+        # training.fp32_optimizer_state: the shards are the fp32 masters and the compute stays in the model's dtype
+        mp = MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=torch.float32) if self.masters \
+            else MixedPrecisionPolicy()
+        resumed = dict(zip(self.names, master or []))  # a resumed run's masters (any process count wrote them)
+        where = {m: n for n, m in model.named_modules()}
         reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in _TRUE
         mesh = init_device_mesh(device.type, (world,))
-        for layer in _layers(model):
+        for layer in reversed(_layers(model)):  # inner before outer, as FSDP nests
+            self._upcast(layer, where[layer], resumed)  # one layer at a time: never a whole fp32 copy
             fully_shard(layer, mesh=mesh, reshard_after_forward=reshard, mp_policy=mp)
+        self._upcast(model, "", resumed)  # the root group: embeddings, final norm, head
         self.root = fully_shard(_module_class()(model, loss), mesh=mesh, reshard_after_forward=False, mp_policy=mp)
+
+    def _upcast(self, module: Any, prefix: str, resumed: dict) -> None:
+        """With masters: the module's not yet sharded parameters in fp32 (the resumed masters where given)."""
+        import torch
+        from torch.distributed.tensor import DTensor
+
+        if not self.masters:
+            return
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if isinstance(p, DTensor):  # a layer sharded already
+                    continue
+                p.data = p.data.float()
+                full = f"{prefix}.{name}" if prefix else name
+                if full in resumed:
+                    p.copy_(resumed[full])
 
     def loss(self, batch: Any, n_targets: int) -> Any:
         # FSDP averages gradients over processes (gloo has no pre-scaled sum); lorasafe's loss is already a
