@@ -76,7 +76,7 @@ def test_plan_counts_trainable_parameters_for_the_mini_model():
     cells, params = plan(_sweep(grid=[{"path": "adapter.rank", "values": [1, 2]},
                                       {"path": "adapter.modules", "values": [["up"], ["q"]]}],
                                 operating_point={"select_over": []}))
-    assert sorted(params.values()) == sorted([1024, 2048, 512, 1024])  # up: (128+384)*r*2 layers; q: 256*r*2
+    assert sorted(params.values()) == sorted([2048, 4096, 1024, 2048])  # up: (128+384)*r*4 layers; q: 256*r*4
 
 
 def test_the_14b_sweeps_plan_from_the_config_only_directory_with_the_papers_targets():

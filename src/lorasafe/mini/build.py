@@ -68,7 +68,7 @@ class MiniBuildConfig(Strict):
     vocab_size: PositiveInt = 1024
     hidden_size: PositiveInt = 128
     intermediate_size: PositiveInt = 384
-    num_layers: PositiveInt = 6
+    num_layers: PositiveInt = 12
     num_heads: PositiveInt = 4
     num_kv_heads: PositiveInt = 2
     parent: StageConfig = Field(default_factory=lambda: StageConfig(
