@@ -302,7 +302,7 @@ def mini_build(out: Path = typer.Option(None, help="model directory (default: th
                work: Path = typer.Option(Path("runs/mini-build"), help="training checkpoints (a rerun resumes)"),
                seed: int = typer.Option(0), set_: Optional[List[str]] = SetOpt,
                progress: bool = typer.Option(True)) -> None:
-    """Build the mini reasoning model: a safe parent, then reasoning distillation (about 40 minutes on 2 CPU cores)."""
+    """Build the mini reasoning model: a safe parent, then reasoning distillation (about an hour on 2 CPU cores)."""
     from lorasafe.config.loader import load_config
     from lorasafe.mini.build import MiniBuildConfig, build_mini
     from lorasafe.models.loading import mini_model_dir
