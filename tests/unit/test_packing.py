@@ -308,14 +308,13 @@ def test_checkpointing_and_attention_kernels_keep_the_losses(tiny_tokenizer, tmp
                          progress=False, on_step=lambda s, l: seen.append(l)).train()
         checkpointed = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
         assert checkpointed == (res.setup["checkpointing"] != "off")
-        assert res.setup["checkpointing"] == {"auto": "selective" if method == "full" else "off", False: "off",
-                                              True: "full"}.get(kw.get("gradient_checkpointing", "auto"),
-                                                                kw.get("gradient_checkpointing"))
+        assert res.setup["checkpointing"] == {False: "off", True: "full"}.get(kw.get("gradient_checkpointing", False),
+                                                                          kw.get("gradient_checkpointing"))
         assert res.setup["attention"] == kw.get("attention", "sdpa")
         return seen
 
     ref = losses("ref", gradient_checkpointing=False)
-    for name, kw in {"auto": {}, "selective": {"gradient_checkpointing": "selective"},
+    for name, kw in {"default": {}, "selective": {"gradient_checkpointing": "selective"},
                      "full": {"gradient_checkpointing": True}, "eager": {"attention": "eager"}}.items():
         assert all(abs(a - b) < 1e-5 for a, b in zip(losses(name, **kw), ref)), name
 

@@ -230,12 +230,12 @@ class TrainingConfig(OmitAtDefault):
     prefetch: Literal["auto", "on", "off"] = Field("auto", description=(
         "build the next micro-batches on a background thread; auto = on for CUDA (the host is idle while the GPU "
         "computes), off on a CPU, where measured it does not pay"))
-    gradient_checkpointing: Literal["auto", "off", "selective", "full"] = Field("auto", description=(
+    gradient_checkpointing: Literal["off", "selective", "full"] = Field("off", description=(
         "recompute activations in the backward instead of storing them; the same numbers (the recomputation is "
-        "deterministic), some speed for memory: selective = keep every matmul's and attention's output and "
-        "recompute the element-wise ops between them (norms, activations, products); full = recompute whole "
-        "decoder layers (long sequences); auto = selective for full fine-tuning (its activations add to weights, "
-        "gradients and AdamW state), off for LoRA. true / false mean full / off"))
+        "deterministic), speed for memory: selective = keep every matmul's and attention's output and recompute "
+        "the element-wise ops between them (norms, activations, products); full = recompute whole decoder layers "
+        "(long sequences). Measured on CPU, full fine-tuning with selective: SmolLM2-135M peak memory -11% at "
+        "-14% speed, the mini model -8% at -44%. true / false mean full / off"))
     autocast: Literal["off", "bf16"] = Field("off", description=(
         "bf16 autocast of the forward and backward over the model's weights (fp32 weights and optimiser state "
         "stay); changes numerics, so off by default; for GPUs"))

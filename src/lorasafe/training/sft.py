@@ -131,7 +131,7 @@ class SFTTrainer:
         cfg = self.cfg
         device = next(self.model.parameters()).device
         accel.set_attention(self.model, accel.attention_for(cfg, self.model, device.type))
-        checkpointing = accel.checkpointing_mode(cfg, self.method.name)
+        checkpointing = cfg.gradient_checkpointing
         if checkpointing != "off":
             accel.enable_checkpointing(self.model, selective=checkpointing == "selective")
         step, last_loss, state = 0, None, None
