@@ -302,7 +302,26 @@ def _rundirs(fx: Fixtures) -> list[Case]:
             (d / "run" / "manifest.json").write_text("{not json")
         return setup
 
+    def other_weights(manifest_change: Callable[[dict], None]) -> Callable[[Path], None]:
+        def setup(d: Path) -> None:  # the run was made over other weights behind the same model path
+            fx.copy_finished(d / "run")
+            manifest = json.loads((d / "run" / "manifest.json").read_text())
+            manifest_change(manifest)
+            (d / "run" / "manifest.json").write_text(json.dumps(manifest))
+        return setup
+
+    def rebuilt(m: dict) -> None:
+        m["base_model"] = {"path": "mini", "fingerprint": "sha256:0123456789abcdef"}
+
+    def six_layers(m: dict) -> None:  # a manifest from before fingerprints, made on the 6-layer mini model
+        m.pop("base_model", None)
+        m["targets"]["total_params"] = 1_314_176
+
     return [
+        Case("run dir", "run --out a run made over other weights behind the same model path",
+             ["run", "good.yaml", "--out", "run"], setup=other_weights(rebuilt), out="run"),
+        Case("run dir", "run --out an old run (no fingerprint) of a model with another parameter count",
+             ["run", "good.yaml", "--out", "run"], setup=other_weights(six_layers), out="run"),
         Case("run dir", "run --out an existing file", ["run", "good.yaml", "--out", "taken"], {"taken": "x"}, out="taken"),
         Case("run dir", "run --out under a file", ["run", "good.yaml", "--out", "taken/run"], {"taken": "x"}, out="taken"),
         Case("run dir", "run --out a non-empty non-run directory", ["run", "good.yaml", "--out", "notes"],
