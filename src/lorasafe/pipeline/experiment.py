@@ -152,9 +152,10 @@ class Experiment:
             self.run.update_manifest(targets={"method": self.plan.method, "modules": self.plan.modules,
                                               "layers": self.plan.layers, "trainable_params": self.plan.trainable_params,
                                               "total_params": self.plan.total_params},
-                                     chat=ctx.renderer.describe(), **({"sandbox": sandbox} if sandbox else {}))
-            if ctx.fingerprint is not None:  # an unknown one (a hub id not in the cache) keeps the recorded one
-                self.run.update_manifest(base_model={"path": cfg.model.path, "fingerprint": ctx.fingerprint})
+                                     chat=ctx.renderer.describe(), **({"sandbox": sandbox} if sandbox else {}),
+                                     # an unknown fingerprint (a hub id not in the cache) keeps the recorded one
+                                     **({"base_model": {"path": cfg.model.path, "fingerprint": ctx.fingerprint}}
+                                        if ctx.fingerprint is not None else {}))
         barrier()
         if not self.main:
             self.run = RunDir.open(path, cfg)  # the main process made it for this config: opened, not written
