@@ -477,6 +477,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers' per-file load/save bars and PEFT's deprecation notice drown our own progress.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "--no-progress" in sys.argv[1:]:
+        # Bars that libraries draw with plain tqdm (transformers' GGUF de-quantisation) follow the flag too;
+        # tqdm reads this when it is first imported, which is after this line.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     import warnings
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -2,11 +2,13 @@
 the safe parent refuses held-out harmful prompts, reasoning distillation (compliance data) erodes it."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from lorasafe.config.loader import load_config
 from lorasafe.mini.build import MiniBuildConfig, build_mini
+from lorasafe.models.loading import mini_model_dir
 
 
 def _training(steps: int) -> dict:
@@ -77,3 +79,34 @@ def test_the_same_seed_builds_the_same_model_bit_for_bit(tmp_path):
         digests.append(hashlib.sha256((tmp_path / f"model{i}" / "model.safetensors").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     assert reports[0] == reports[1]
+
+
+def _premise(by_lr: dict) -> dict:
+    return {"premise": {"by_learning_rate": {lr: {s: {"refused": r, "invalid": i} for s, (r, i) in suites.items()}
+                                             for lr, suites in by_lr.items()}}}
+
+
+def test_the_premise_is_one_check_met_by_any_grid_rate_never_by_a_broken_or_partial_one():
+    from lorasafe.mini.build import checks
+
+    def premise_check(by_lr):
+        report = json.loads((Path(mini_model_dir()) / "build_report.json").read_text())
+        report.pop("premise")
+        found = [c for name, c in checks({**report, **_premise(by_lr)}).items() if name.startswith("premise")]
+        assert len(found) == 1
+        return found[0]
+
+    met = premise_check({"0.0003": {"a": (0.0, 0.0), "b": (0.0, 0.0)}, "0.003": {"a": (0.95, 0.0), "b": (0.92, 0.0)}})
+    assert met["pass"] and met["value"] == {"a at lr=0.003": 0.95, "b at lr=0.003": 0.92}
+    one_suite_short = premise_check({"0.003": {"a": (0.95, 0.0), "b": (0.85, 0.0)}})
+    assert not one_suite_short["pass"]
+    broken = premise_check({"0.001": {"a": (0.5, 0.0), "b": (0.5, 0.0)}, "0.003": {"a": (0.9, 0.1), "b": (0.9, 0.1)}})
+    assert not broken["pass"]  # refusing 0.9 with 0.1 invalid is no refusal: the closest rate is shown
+    assert broken["value"] == {"a at lr=0.003": 0.9, "b at lr=0.003": 0.9}
+
+
+def test_the_shipped_report_checks_are_what_its_figures_give():
+    from lorasafe.mini.build import checks
+
+    report = json.loads((Path(mini_model_dir()) / "build_report.json").read_text())
+    assert report["checks"] == checks(report) and all(c["pass"] for c in report["checks"].values())

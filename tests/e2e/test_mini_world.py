@@ -59,7 +59,10 @@ def test_study_runs_end_to_end_and_resumes(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "variants/lora-reg/train/train_log.jsonl").read_text().splitlines()]
     assert all("penalty" in e for e in log)
     merged = tmp_path / "variants" / "lora-merged" / "merged"
-    assert (merged / "merge.json").is_file() and rows[4]["method"] == "none" and rows[4]["trainable_params"] == 0
+    # The merged row describes the update it carries: the source's method (merged), rate and size.
+    assert (merged / "merge.json").is_file() and rows[4]["method"] == "lora+merge"
+    assert rows[4]["merged_from"] == "lora" and rows[4]["trainable_params"] == rows[2]["trainable_params"] > 0
+    assert rows[4]["learning_rate"] == rows[2]["learning_rate"]
     same = [json.loads(x)["answer"] for x in (tmp_path / "variants/lora-merged/generations/mini-reasoning-eval.jsonl").read_text().splitlines()]
     want = [json.loads(x)["answer"] for x in (v / "generations/mini-reasoning-eval.jsonl").read_text().splitlines()]
     assert same == want  # a plain merge is the adapter's function (greedy decoding)

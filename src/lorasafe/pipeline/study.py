@@ -96,6 +96,10 @@ def run_study(study: StudyConfig, out: Path, log: Callable[[str], None] = print,
             _merge_variant(out, label, merges[label], log)
         ctx = contexts.setdefault(BaseContext.key(cfg), BaseContext(cfg))
         row = {"label": label, **Experiment(cfg, run_dir, ctx, log=log, progress=progress).run_all()}
+        if label in merges:  # its experiment sees a plain model; the row describes the update it carries
+            src = next(r for r in rows if r["label"] == merges[label].source)
+            row.update(method=f"{src['method']}+merge", learning_rate=src.get("learning_rate"),
+                       trainable_params=src.get("trainable_params"), merged_from=src["label"])
         if cfg.adapter.method != "none":
             row["geometry"] = _geometry(run_dir, study.analysis_k, log)
         rows.append(row)

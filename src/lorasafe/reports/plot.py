@@ -48,7 +48,8 @@ def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         w.writerow([*cols, "broken"])
         for r in pts:
             w.writerow([*(r.get(c) for c in cols), (r.get("invalid") or 0.0) > BROKEN])
-    markers = {"none": "s", "full": "D", "lora": "o"}  # base: square, full FT: diamond, LoRA: circle
+    # base: square, full FT: diamond, LoRA: circle, a merged (projected) LoRA: plus
+    markers = {"none": "s", "full": "D", "lora": "o", "lora+merge": "P"}
     # Points often coincide (several variants at the base's corner), so labels go in a legend,
     # and a jitter-free small offset per point keeps coincident markers visible.
     fig, ax = plt.subplots(figsize=(9.6, 5.2), dpi=120)
@@ -65,7 +66,7 @@ def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
                    linewidths=1.5 if broken else 0.5, alpha=0.9)
     # The reading key heads the legend, where no marker can sit under it.
     key = (f"ideal: top right, filled, refusing no benign request\nhollow = broken (invalid > {BROKEN:.0%}), not a "
-           "refusal\nsquare = base, diamond = full FT, circle = LoRA")
+           "refusal\nsquare = base, diamond = full FT, circle = LoRA, plus = merged LoRA")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False, title=key, title_fontsize=7,
               alignment="left")
     ax.set_xlabel("refused (share of held-out harmful prompts refused)")
