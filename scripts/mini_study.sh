@@ -2,7 +2,9 @@
 # The paper's study on the mini world, as docs/mini-study/ holds it: the four shipped mini sweeps
 # (3 seeds, one learning-rate grid, every epoch evaluated, criterion declared in each file), each run
 # into runs/mini-study/<name>/ (resumable: rerun after a kill) and reported into docs/mini-study/<name>/.
-# 156 runs: several hours on 2 CPU cores (docs/mini-study/README.md gives the measured time).
+# 156 runs, about 4.5 minutes each on one core: about 6 hours on 2 CPU cores as two invocations side by side
+# (OMP_NUM_THREADS=1 scripts/mini_study.sh lora-vs-full rank & OMP_NUM_THREADS=1 scripts/mini_study.sh layers
+# modules), more than one sitting: hence the records below.
 #
 # Usage: scripts/mini_study.sh [names...]           run (or resume) and report; default: all four
 #        scripts/mini_study.sh --pack [names...]    write docs/mini-study/<name>/records.tar.gz
