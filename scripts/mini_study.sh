@@ -11,7 +11,7 @@
 #        scripts/mini_study.sh --unpack [names...]  restore runs/mini-study/<name>/ from those records
 #
 # The records are every finished run's config, manifest, stage markers, metrics and weight geometry,
-# without weights, generations or judgments (5-25 KB a run): enough for `lorasafe report` to rebuild
+# without weights, generations or judgments (about 5 KB a LoRA run, 50 KB a full fine-tuning one): enough for `lorasafe report` to rebuild
 # the folder, and for `sweep run` to skip the finished cells, so a study longer than one sitting resumes
 # on another machine. Unfinished runs are left out (they resume from their checkpoints, which are not kept).
 set -euo pipefail
