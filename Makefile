@@ -26,8 +26,11 @@ install: $(VENV)/.installed bubblewrap
 demo: $(VENV)/.installed bubblewrap
 	$(BIN)/lorasafe demo
 
+# The suite runs in one worker per core (pytest-xdist), one thread each: its models are tiny, so threads inside
+# a test buy little and the cores are better spent on two tests at once.
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed bubblewrap
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # Code scoring runs model-written code inside bubblewrap (scoring/sandbox.py). Installed here when
 # we are root with apt-get (CI, GPU boxes); anywhere else this only says how, never failing the
