@@ -73,16 +73,18 @@ def _log(msg: str) -> None:
 @app.command()
 def demo(config: Optional[Path] = typer.Option(None, help="study YAML (default: the packaged demo)"),
          out: Path = typer.Option(Path("runs/demo"), help="study directory (resumed if it exists)"),
-         set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="progress bars")) -> None:
+         set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="progress bars"),
+         jobs: int = typer.Option(0, min=0, help="variants run at a time in worker processes; 0 = one per CPU core "
+                                                  "(at most 4) on a CPU, 1 on a GPU")) -> None:
     """Base vs full fine-tuning vs LoRA variants on the mini world: train, generate, judge, report."""
     from lorasafe.config.loader import demo_config_path, load_config
     from lorasafe.config.schema import StudyConfig
 
     study = load_config(StudyConfig, config or demo_config_path(), set_ or [])
-    _run_study(study, out, progress, str(config or "the packaged demo config"))
+    _run_study(study, out, progress, str(config or "the packaged demo config"), jobs)
 
 
-def _run_study(study, out: Path, progress: bool, source: str) -> None:
+def _run_study(study, out: Path, progress: bool, source: str, jobs: int) -> None:
     import json
 
     from lorasafe.data.jsonl import write_text_atomic
@@ -93,7 +95,7 @@ def _run_study(study, out: Path, progress: bool, source: str) -> None:
     from lorasafe.reports.table import rich_table
 
     _check_out(out, "study directory", ("study.yaml", "variants"))
-    rows = run_study(study, out, log=_log, progress=progress, source=source)
+    rows = run_study(study, out, log=_log, progress=progress, source=source, jobs=jobs)
     wall = json.loads((out / "metrics.json").read_text())["wall_s"]
     plot = tradeoff_plot(rows, out / "tradeoff.png", f"{study.name}: refusal vs reasoning")
     geo = study_geometry_plots(study.name, rows, out)
@@ -106,13 +108,15 @@ def _run_study(study, out: Path, progress: bool, source: str) -> None:
 @app.command()
 def study(config: Path = typer.Argument(..., help="study YAML (an experiment plus variants)"),
           out: Optional[Path] = typer.Option(None, help="study directory (default runs/<name>)"),
-          set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True)) -> None:
+          set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True),
+          jobs: int = typer.Option(1, min=0, help="variants run at a time in worker processes (each loads its own "
+                                                   "model); 0 = one per CPU core (at most 4) on a CPU, 1 on a GPU")) -> None:
     """Run a study: several variants of one experiment on one base model, reported together."""
     from lorasafe.config.loader import load_config
     from lorasafe.config.schema import StudyConfig
 
     s = load_config(StudyConfig, config, set_ or [])
-    _run_study(s, out or Path("runs") / s.name, progress, str(config))
+    _run_study(s, out or Path("runs") / s.name, progress, str(config), jobs)
 
 
 @app.command()
@@ -260,6 +264,8 @@ def sweep_run(config: Path = typer.Argument(..., help="sweep YAML"),
               set_: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="progress bars"),
               report: bool = typer.Option(True, help="write the report when the runs are done"),
               executor: str = typer.Option("local", help="local, ray, slurm or submitit-local"),
+              jobs: int = typer.Option(1, min=0, help="local: cells run at a time in worker processes; 0 = one per "
+                                                       "CPU core (at most 4) on a CPU, 1 on a GPU"),
               address: Optional[str] = typer.Option(None, help="ray: the cluster to join (default: start a local one)"),
               partition: Optional[str] = typer.Option(None, help="slurm: the partition"),
               time_min: int = typer.Option(240, help="slurm: minutes per cell"),
@@ -273,7 +279,7 @@ def sweep_run(config: Path = typer.Argument(..., help="sweep YAML"),
     out = out or Path("runs") / "sweeps" / sweep.name
     _check_out(out, "sweep directory", ("sweep.yaml", "plan.json", "runs"))
     runner = make_executor(executor, address=address, partition=partition, time_min=time_min,
-                           cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
+                           cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, jobs=jobs)
     run_sweep(sweep, out.resolve(), log=_log, progress=progress, source=str(config), executor=runner)
     if report:
         _report(out, None)
@@ -473,17 +479,14 @@ def model_list() -> None:
 
 
 def main() -> None:
+    from lorasafe.pipeline.workers import prepare_interpreter
+
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads stall shared small machines
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # transformers' per-file load/save bars and PEFT's deprecation notice drown our own progress.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    prepare_interpreter()
     if "--no-progress" in sys.argv[1:]:
         # Bars that libraries draw with plain tqdm (transformers' GGUF de-quantisation) follow the flag too;
         # tqdm reads this when it is first imported, which is after this line.
         os.environ.setdefault("TQDM_DISABLE", "1")
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         app()
     except LorasafeError as e:

@@ -246,3 +246,49 @@ def test_the_run_seed_reaches_gpqa_option_order(tmp_path):
         (_, items, _), = exp.eval_suites
         orders.append([it.meta["options"] for it in items])
     assert len({json.dumps(o) for o in orders}) > 1
+
+
+def test_variants_in_worker_processes_give_the_sequential_results_and_keep_finished_work_on_failure(tmp_path, monkeypatch):
+    import torch
+
+    from lorasafe.errors import LorasafeError
+    from lorasafe.pipeline import workers
+    from lorasafe.pipeline.study import run_study
+
+    # One thread in this process and in each of the two workers: the same arithmetic, so the same greedy outputs.
+    monkeypatch.setattr(workers, "cpu_cores", lambda: 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        small = dict(STUDY, variants=[STUDY["variants"][i] for i in (0, 2, 4, 1)])  # base, lora, its merge, full
+        study = load_config(StudyConfig, data=small)
+        serial = run_study(study, tmp_path / "serial", log=lambda m: None, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    lines: list[str] = []
+    parallel = run_study(study, tmp_path / "parallel", log=lines.append, progress=False, jobs=2)
+    assert any("2 at a time" in line for line in lines)
+    assert json.loads((tmp_path / "parallel" / "metrics.json").read_text())["jobs"] == 2
+    walls = ("train_wall_s", "eval_wall_s", "wall_s")
+    drop = lambda r: {k: v for k, v in r.items() if k not in walls}  # noqa: E731
+    assert [drop(r) for r in parallel] == [drop(r) for r in serial]  # the merge waited for its source
+    assert parallel[2]["method"] == "lora+merge" and parallel[2]["merged_from"] == "lora"
+
+    # A variant that fails (its loss diverges) stops the study with its own error; what finished stays finished.
+    boom = dict(STUDY, variants=[STUDY["variants"][0], {"label": "boom", "set": {"adapter.method": "full",
+                                                                                 "training.learning_rate": 1e30}}])
+    with pytest.raises(LorasafeError, match="diverged"):
+        run_study(load_config(StudyConfig, data=boom), tmp_path / "boom", log=lambda m: None, progress=False, jobs=2)
+    assert (tmp_path / "boom" / "variants" / "base" / "metrics.json").is_file()
+    assert not (tmp_path / "boom" / "metrics.json").exists()
+
+
+def test_auto_jobs_is_one_process_unless_the_runs_are_on_a_cpu(monkeypatch):
+    from lorasafe.pipeline import workers
+
+    monkeypatch.setattr(workers, "cpu_cores", lambda: 16)
+    assert workers.resolve_jobs(0, 9, cpu_only=True) == workers.AUTO_CAP
+    assert workers.resolve_jobs(0, 3, cpu_only=True) == 3  # never more workers than runs
+    assert workers.resolve_jobs(0, 9, cpu_only=False) == 1
+    assert workers.resolve_jobs(6, 9, cpu_only=False) == 6  # asked for: as asked
+    assert workers.threads_per_job(4) == 4

@@ -39,6 +39,17 @@ def _cmd(sweep: Path, out: Path, executor: str, cpus: int = 1) -> list[str]:
             "--no-report", "--no-progress", "--cpus-per-cell", str(cpus)]
 
 
+def _stop_ray() -> None:
+    """Stop the local cluster and wait until none of its processes is left: a worker that outlives `ray stop`
+    on a loaded machine would go on writing a cell after the rerun finished it (seen under pytest -n 2)."""
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, env=ENV)
+    pattern = "ray::|raylet|gcs_server|default_worker.py|dashboard/agent.py"
+    deadline = time.time() + 30
+    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0 and time.time() < deadline:
+        time.sleep(0.5)
+    subprocess.run(["pkill", "-9", "-f", pattern], capture_output=True)
+
+
 def _finished(out: Path) -> dict[str, float]:
     return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.json")} if out.exists() else {}
 
@@ -74,12 +85,12 @@ def ray_run(sweep_file):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local cluster it started
         driver.wait()
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, env=ENV)
+        _stop_ray()
     before = _finished(out)
     assert 1 <= len(before) < 4, f"the driver was not killed midway ({len(before)} of 4 cells finished)"
     # The rerun uses the 2 CPUs as 2 workers, one cell each.
     again = subprocess.run(_cmd(sweep_file, out, "ray", cpus=1), env=env, capture_output=True, text=True, timeout=600)
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, env=ENV)
+    _stop_ray()
     assert again.returncode == 0, again.stderr[-3000:]
     return out, before, " ".join((again.stdout + again.stderr).split())  # rich wraps long lines
 

@@ -1,8 +1,8 @@
 """A study: several variants of one experiment, run on one loaded base model, reported together.
 
 Every variant is validated (config and targets) before anything runs; then each runs through the
-experiment stages in its own run directory under `<out>/variants/<label>`, sharing the tokenizer
-and base model. A trained variant also gets its weight geometry (`analysis/`); a merge variant
+experiment stages in its own run directory under `<out>/variants/<label>`, one after another sharing
+the tokenizer and base model, or `jobs` at a time in worker processes (pipeline/workers.py). A trained variant also gets its weight geometry (`analysis/`); a merge variant
 evaluates the merged (optionally projected) model of an earlier LoRA variant, written into its own
 run directory. The demo is a study.
 """
@@ -55,8 +55,10 @@ def variant_configs(study: StudyConfig, source: str = "study", out: Path = Path(
 
 
 def run_study(study: StudyConfig, out: Path, log: Callable[[str], None] = print, progress: bool = True,
-              source: str = "study") -> list[dict[str, Any]]:
-    """Run every variant (resuming finished work) and return one metrics row per variant."""
+              source: str = "study", jobs: int = 1) -> list[dict[str, Any]]:
+    """Run every variant (resuming finished work) and return one metrics row per variant; `jobs` > 1 runs
+    that many variants at a time in worker processes (0: as many as pays on this machine, pipeline/workers.py)."""
+    from lorasafe.pipeline.workers import resolve_jobs, runs_on_cpu
     from lorasafe.training.distributed import ranks
 
     if ranks().world > 1:
@@ -88,23 +90,88 @@ def run_study(study: StudyConfig, out: Path, log: Callable[[str], None] = print,
         raise LorasafeError(f"{out} is a file, not a study directory. Choose another --out, or move that file away.")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "study.yaml", dump_yaml(study))
-    rows = []
-    for i, (label, cfg) in enumerate(variants, start=1):
-        log(f"[{i}/{len(variants)}] {label}")
-        run_dir = out / "variants" / slug(label)
-        if label in merges:
-            _merge_variant(out, label, merges[label], log)
-        ctx = contexts.setdefault(BaseContext.key(cfg), BaseContext(cfg))
-        row = {"label": label, **Experiment(cfg, run_dir, ctx, log=log, progress=progress).run_all()}
-        if label in merges:  # its experiment sees a plain model; the row describes the update it carries
-            src = next(r for r in rows if r["label"] == merges[label].source)
+    jobs = resolve_jobs(jobs, len(variants), runs_on_cpu(c for label, c in variants if label not in merges))
+    if jobs == 1:
+        rows = []
+        for i, (label, cfg) in enumerate(variants, start=1):
+            log(f"[{i}/{len(variants)}] {label}")
+            ctx = contexts.setdefault(BaseContext.key(cfg), BaseContext(cfg))
+            rows.append(run_variant(out, label, cfg, merges.get(label), study.analysis_k, ctx, log, progress))
+    else:
+        rows = _run_in_workers(out, variants, merges, study.analysis_k, jobs, log)
+    by_label = {r["label"]: r for r in rows}
+    for row in rows:
+        if row["label"] in merges:  # its experiment sees a plain model; the row describes the update it carries
+            src = by_label[merges[row["label"]].source]
             row.update(method=f"{src['method']}+merge", learning_rate=src.get("learning_rate"),
                        trainable_params=src.get("trainable_params"), merged_from=src["label"])
-        if cfg.adapter.method != "none":
-            row["geometry"] = _geometry(run_dir, study.analysis_k, log)
-        rows.append(row)
-    write_json_atomic(out / "metrics.json", {"study": study.name, "wall_s": round(time.perf_counter() - t0, 1), "rows": rows})
+    write_json_atomic(out / "metrics.json", {"study": study.name, "wall_s": round(time.perf_counter() - t0, 1),
+                                             "jobs": jobs, "rows": rows})
     return rows
+
+
+def run_variant(out: Path, label: str, cfg: ExperimentConfig, merge: MergeSpec | None, ks: list[int],
+                ctx: BaseContext | None = None, log: Callable[[str], None] = print, progress: bool = False) -> dict[str, Any]:
+    """One variant into `<out>/variants/<label>` (its merge first, when it is one); its metrics row. Runs in a
+    worker process too, where it builds its own base context."""
+    run_dir = out / "variants" / slug(label)
+    if merge is not None:
+        _merge_variant(out, label, merge, log)
+    ctx = ctx or BaseContext(cfg)
+    row = {"label": label, **Experiment(cfg, run_dir, ctx, log=log, progress=progress).run_all()}
+    if cfg.adapter.method != "none":
+        row["geometry"] = _geometry(run_dir, ks, log)
+    return row
+
+
+def _worker_variant(out: Path, label: str, cfg: ExperimentConfig, merge: MergeSpec | None, ks: list[int]) -> dict[str, Any]:
+    from lorasafe.pipeline.workers import prefixed
+
+    return run_variant(out, label, cfg, merge, ks, log=prefixed(label))
+
+
+def _run_in_workers(out: Path, variants: list[tuple[str, ExperimentConfig]], merges: dict[str, MergeSpec],
+                    ks: list[int], jobs: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every variant in `jobs` worker processes, a merge once its source has finished; rows in variant order.
+    A variant that fails stops new ones from starting; those running finish (their results are kept for the
+    rerun, which resumes), then the first failure is raised."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from lorasafe.pipeline.workers import pool, threads_per_job
+
+    log(f"{len(variants)} variants, {jobs} at a time in worker processes of {threads_per_job(jobs)} thread(s) each")
+    t0 = time.perf_counter()
+    rows: dict[str, dict[str, Any]] = {}
+    waiting = [(label, cfg) for label, cfg in variants]
+    failure: BaseException | None = None
+    with pool(jobs) as workers:
+        running: dict[Any, str] = {}
+        while waiting or running:
+            if failure is None:  # start every variant whose inputs exist (a merge's source has finished)
+                for label, cfg in [(lb, c) for lb, c in waiting if lb not in merges or merges[lb].source in rows]:
+                    running[workers.submit(_worker_variant, out, label, cfg, merges.get(label), ks)] = label
+                    waiting.remove((label, cfg))
+            elif not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                label = running.pop(future)
+                try:
+                    rows[label] = future.result()
+                    log(f"[{len(rows)}/{len(variants)}] {label} finished ({time.perf_counter() - t0:.0f} s)")
+                except BrokenProcessPool:  # the OS killed a worker (out of memory, most often): no error of its own
+                    log(f"{label}: its worker process died")
+                    failure = failure or LorasafeError(
+                        f"a worker process died while running variant {label!r} (killed by the system: out of memory "
+                        f"is the usual cause with {jobs} copies of the model). Finished variants are kept in {out}; "
+                        "rerun the same command with fewer --jobs (or --jobs 1) and it resumes.")
+                except BaseException as e:  # noqa: BLE001 - kept and raised once the running variants finished
+                    log(f"{label}: failed ({type(e).__name__})")
+                    failure = failure or e
+    if failure is not None:
+        raise failure
+    return [rows[label] for label, _ in variants]
 
 
 def _merge_variant(out: Path, label: str, spec: MergeSpec, log: Callable[[str], None]) -> None:

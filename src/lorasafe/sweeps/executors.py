@@ -6,7 +6,8 @@ on one executor resumes on any other without redoing finished cells, and `lorasa
 results the same way. The sweep directory must be visible to every worker (a shared filesystem on a
 cluster).
 
-- `local`: one cell after another in this process, one loaded base model shared by the cells.
+- `local`: one cell after another in this process, one loaded base model shared by the cells; with
+  `--jobs N`, N cells at a time in worker processes on this machine (pipeline/workers.py).
 - `ray`: each cell a Ray task with the CPUs and GPUs it asks for, on the cluster at `address` (or a
   local one started here); tasks run as resources allow.
 - `slurm` / `submitit-local`: each cell a job through submitit (an array job on SLURM: partition, time,
@@ -42,28 +43,48 @@ def _require(module: str, extra: str) -> Any:
 
 def _cell_job(out: str, cell: Any, sweep: Any) -> Outcome:
     """One cell in a worker process: its own model contexts, its log lines prefixed with the cell id."""
-    import os
-    import warnings
-
+    from lorasafe.pipeline.workers import prefixed, prepare_interpreter
     from lorasafe.sweeps.runner import run_cell
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as `lorasafe` itself sets them (cli.main)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-    return run_cell(Path(out), cell, sweep, log=lambda m: print(f"[{cell.id}] {m}", flush=True))
+    prepare_interpreter()
+    return run_cell(Path(out), cell, sweep, log=prefixed(cell.id))
 
 
+@dataclass
 class LocalExecutor:
-    name = "local"
+    jobs: int = 1  # cells at a time; above 1 in worker processes (0 = as many as pay here, pipeline/workers.py)
+    name: str = "local"
 
     def run(self, out, cells, sweep, contexts, log, progress):
+        from lorasafe.pipeline.workers import resolve_jobs, runs_on_cpu
         from lorasafe.sweeps.runner import run_cell
 
+        jobs = resolve_jobs(self.jobs, len(cells), runs_on_cpu(c.cfg for c in cells))
+        if jobs > 1:
+            return self._in_workers(out, cells, sweep, jobs, log)
         outcomes = []
         for i, cell in enumerate(cells, start=1):
             log(f"[{i}/{len(cells)}] {cell.id} ({cell.label()})")
             outcomes.append(run_cell(out, cell, sweep, contexts, log, progress))
+        return outcomes
+
+    @staticmethod
+    def _in_workers(out, cells, sweep, jobs, log) -> list[Outcome]:
+        from concurrent.futures import as_completed
+
+        from lorasafe.pipeline.workers import pool, threads_per_job
+
+        log(f"{len(cells)} cells, {jobs} at a time in worker processes of {threads_per_job(jobs)} thread(s) each")
+        outcomes: list[Outcome | None] = [None] * len(cells)
+        with pool(jobs) as workers:
+            futures = {workers.submit(_cell_job, str(out), cell, sweep): i for i, cell in enumerate(cells)}
+            for n, future in enumerate(as_completed(futures), start=1):
+                i = futures[future]
+                try:
+                    outcomes[i] = future.result()
+                except Exception as e:  # noqa: BLE001 - a worker that died (out of memory) fails its cell only
+                    outcomes[i] = ("failed", None, f"{type(e).__name__}: the worker process died ({e})")
+                log(f"[{n}/{len(cells)}] {cells[i].id} ({cells[i].label()}): {outcomes[i][0]}")
         return outcomes
 
 
@@ -126,9 +147,12 @@ class SubmititExecutor:
 
 
 def make_executor(name: str, *, address: str | None = None, partition: str | None = None, time_min: int = 240,
-                  cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0) -> Executor:
+                  cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0, jobs: int = 1) -> Executor:
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor(jobs)
+    if jobs != 1:
+        raise LorasafeError(f"--jobs is for --executor local; --executor {name} sizes its workers with --cpus-per-cell "
+                            "and --gpus-per-cell (one cell per worker). Drop --jobs.")
     if name == "ray":
         return RayExecutor(address, cpus_per_cell, gpus_per_cell)
     if name in ("slurm", "submitit-local"):
