@@ -2,9 +2,9 @@
 
 Every variant is validated (config and targets) before anything runs; then each runs through the
 experiment stages in its own run directory under `<out>/variants/<label>`, one after another sharing
-the tokenizer and base model, or `jobs` at a time in worker processes (pipeline/workers.py). A trained variant also gets its weight geometry (`analysis/`); a merge variant
-evaluates the merged (optionally projected) model of an earlier LoRA variant, written into its own
-run directory. The demo is a study.
+the tokenizer and base model, or `jobs` at a time in worker processes (pipeline/workers.py). A trained
+variant also gets its weight geometry (`analysis/`); a merge variant evaluates the merged (optionally
+projected) model of an earlier LoRA variant, written into its own run directory. The demo is a study.
 """
 
 from __future__ import annotations

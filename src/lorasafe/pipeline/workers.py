@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-AUTO_CAP = 4  # auto never starts more: each worker holds its own copy of the model and of torch (~0.5 GB)
+AUTO_CAP = 4  # auto never starts more: each worker holds its own copy of the model and of torch (some hundred MB)
 
 
 def cpu_cores() -> int:
