@@ -4,7 +4,8 @@
 # into runs/mini-study/<name>/ (resumable: rerun after a kill) and reported into docs/mini-study/<name>/.
 # 156 runs, about 4.5 minutes each on one core: about 6 hours on 2 CPU cores as two invocations side by side
 # (OMP_NUM_THREADS=1 scripts/mini_study.sh lora-vs-full rank & OMP_NUM_THREADS=1 scripts/mini_study.sh layers
-# modules), more than one sitting: hence the records below.
+# modules; or one invocation with JOBS=2, each sweep's cells two at a time in worker processes), more than one
+# sitting: hence the records below.
 #
 # Usage: scripts/mini_study.sh [names...]           run (or resume) and report; default: all four
 #        scripts/mini_study.sh --pack [names...]    write docs/mini-study/<name>/records.tar.gz
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} TOKENIZERS_PARALLELISM=false
 LORASAFE=${LORASAFE:-.venv/bin/lorasafe}
 RUNS=${RUNS:-runs/mini-study}
+JOBS=${JOBS:-1}  # cells at a time (`sweep run --jobs`)
 mode=run
 case "${1:-}" in --pack|--unpack) mode=${1#--}; shift ;; esac
 names=("$@")
@@ -50,7 +52,7 @@ for n in "${names[@]}"; do
     pack) pack "$n" ;;
     unpack) unpack "$n" ;;
     run)
-      "$LORASAFE" sweep run "configs/sweeps/mini-$n.yaml" --out "$RUNS/$n" --no-progress --no-report
+      "$LORASAFE" sweep run "configs/sweeps/mini-$n.yaml" --out "$RUNS/$n" --no-progress --no-report --jobs "$JOBS"
       "$LORASAFE" report "$RUNS/$n" --out "docs/mini-study/$n"
       cp "$RUNS/$n/sweep.yaml" "docs/mini-study/$n/sweep.yaml"
       pack "$n" ;;
