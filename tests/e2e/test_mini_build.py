@@ -43,6 +43,7 @@ def test_the_parent_refuses_and_distillation_erodes_it(miniature):
     loss = report["refusal_sft_initial_loss"]
     assert 0 < loss["nats_per_token"] < loss["uniform_nats_per_token"]
     assert report["checks"]  # every criterion is recorded with its value and bound
+    assert report["host"]["cpu_capability"] and report["host"]["threads"] >= 1 and report["host"]["torch"]
 
 
 def test_the_build_writes_a_loadable_qwen2_with_its_report_and_resumes(miniature):

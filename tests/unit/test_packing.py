@@ -311,11 +311,13 @@ def test_checkpointing_and_attention_kernels_keep_the_losses(tiny_tokenizer, tmp
         assert res.setup["checkpointing"] == {False: "off", True: "full"}.get(kw.get("gradient_checkpointing", False),
                                                                           kw.get("gradient_checkpointing"))
         assert res.setup["attention"] == kw.get("attention", "sdpa")
+        assert res.setup["host_memory"] == kw.get("host_memory", "keep")
         return seen
 
     ref = losses("ref", gradient_checkpointing=False)
     for name, kw in {"default": {}, "selective": {"gradient_checkpointing": "selective"},
-                     "full": {"gradient_checkpointing": True}, "eager": {"attention": "eager"}}.items():
+                     "full": {"gradient_checkpointing": True}, "eager": {"attention": "eager"},
+                     "release": {"host_memory": "release"}}.items():
         assert all(abs(a - b) < 1e-5 for a, b in zip(losses(name, **kw), ref)), name
 
 

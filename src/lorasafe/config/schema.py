@@ -196,7 +196,8 @@ class TrainingConfig(OmitAtDefault):
     # the speed options (training/loss.py, examples.py, optimizer.py, accel.py), added after runs existed
     OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
         "packing", "loss_chunk_tokens", "optimizer_impl", "prefetch", "gradient_checkpointing", "autocast",
-        "fp32_optimizer_state", "attention", "liger")
+        "fp32_optimizer_state", "attention", "liger", "host_memory")
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("host_memory",)
     # Checkpointing recomputes the same numbers: the hash sees it as the boolean it was (true = full), and none of
     # the newer values, so a run resumes whichever is chosen.
     IDENTITY_FORMS: ClassVar[dict[str, dict[Any, Any]]] = {"gradient_checkpointing": {"full": True}}
@@ -214,8 +215,8 @@ class TrainingConfig(OmitAtDefault):
     max_length: PositiveInt = 2048
     group_by_length: bool = Field(False, description="batch similar lengths together (less padding)")
     regulariser: RegulariserConfig | None = Field(None, description="an extra loss term (LoRA runs only)")
-    # Speed and memory (training/loss.py, examples.py, optimizer.py, accel.py). Defaults change numerics by float
-    # rounding at most; an option that changes more says so and is off by default.
+    # Speed and memory (training/loss.py, examples.py, optimizer.py, accel.py, host_memory.py). Defaults change
+    # numerics by float rounding at most; an option that changes more says so and is off by default.
     packing: bool = Field(False, description=(
         "padding-free micro-batches: examples packed into rows no longer than the longest one (one row with "
         "flash-attention), position ids restarting per example so each attends only to itself; the same loss up "
@@ -248,6 +249,11 @@ class TrainingConfig(OmitAtDefault):
     liger: bool = Field(False, description=(
         "Liger's fused linear cross-entropy for the LM head on CUDA (needs liger-kernel); same loss up to float "
         "rounding"))
+    host_memory: Literal["keep", "release"] = Field("keep", description=(
+        "release: while training on a CPU (glibc), tensors of 1 MiB and more are mapped and handed back to the "
+        "operating system when freed, instead of staying in the heap. The same numbers; measured on SmolLM2-135M "
+        "full fine-tuning: peak RSS -10% at -11% tokens/s; nothing changes on the mini model (training/"
+        "host_memory.py)"))
 
     @field_validator("gradient_checkpointing", mode="before")
     @classmethod

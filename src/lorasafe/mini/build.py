@@ -127,6 +127,7 @@ def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None
         "vocab": len(tok), "world": world.report(), "stages": stages,
         "refusal_sft_initial_loss": {"nats_per_token": refusal_target_loss(model, renderer, align),
                                      "uniform_nats_per_token": math.log(len(tok)), "examples": len(align)},
+        "host": host(),
     }
     write_json_atomic(tmp / "build_report.json", report)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -137,6 +138,17 @@ def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out_dir / "build_report.json", report)
     return report
+
+
+def host() -> dict:
+    """What the build's bits depend on beside the recipe: package versions, and the instruction set and thread
+    count PyTorch's CPU kernels ran with (a rebuild on a CPU with another instruction set, AVX2 vs AVX-512,
+    rounds differently: measured, the same checks pass with figures a few hundredths apart)."""
+    import torch
+
+    from lorasafe.runs.rundir import versions
+
+    return {**versions(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
 
 
 def _run_stage(name: str, model: Any, renderer: ChatRenderer, items: list, stage: StageConfig, world: MiniWorld,

@@ -10,7 +10,8 @@ Where the time goes, and what the loop does about it: the loss (training/loss.py
 completion positions only, in chunks; micro-batches can be packed without padding (examples.py); AdamW
 is fused where the device allows (optimizer.py); the host reads the loss once per optimiser step (one
 sync for the NaN guard, the log and `on_step`), never per micro-batch; on CUDA the next micro-batches
-are built on a background thread (loader.py).
+are built on a background thread (loader.py); on a CPU, `host_memory: release` returns freed activations
+to the operating system at once (host_memory.py).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class SFTTrainer:
         import torch
 
         from lorasafe.training import accel
+        from lorasafe.training.host_memory import host_memory
         from lorasafe.training.loss import CompletionLoss
         from lorasafe.training.optimizer import MasterWeights, build_optimizer, implementation
 
@@ -174,7 +176,9 @@ class SFTTrainer:
             bar = tqdm(total=self.total_steps, initial=step, desc=self.desc, unit="step", leave=False)
         log = self.out_dir / "train_log.jsonl"
         try:
-            step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log)
+            with host_memory(cfg.host_memory, device.type) as applied:
+                setup["host_memory"] = applied
+                step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log)
         finally:
             if bar:
                 bar.close()

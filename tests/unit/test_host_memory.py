@@ -1,0 +1,63 @@
+"""`training.host_memory: release` maps the blocks a training step allocates (glibc), so they go back to the
+operating system when freed, and changes no number."""
+
+import ctypes
+
+import pytest
+import torch
+
+from lorasafe.training.host_memory import _mallopt, host_memory
+
+glibc = pytest.mark.skipif(_mallopt() is None, reason="glibc only")
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                                "uordblks", "fordblks", "keepcost")]
+
+
+def _mapped_bytes() -> int:
+    fn = ctypes.CDLL(None).mallinfo2
+    fn.restype = _Mallinfo2
+    return fn().hblkhd
+
+
+def _mapped(nbytes: int, count: int = 64) -> bool:
+    """Whether most of `count` fresh tensors of `nbytes` are served by mappings of their own (free chunks
+    already in the heap serve a few whatever the threshold)."""
+    before = _mapped_bytes()
+    held = [torch.empty(nbytes, dtype=torch.uint8) for _ in range(count)]
+    share = (_mapped_bytes() - before) / (nbytes * count)
+    del held
+    return share > 0.5
+
+
+@glibc
+def test_release_maps_blocks_of_a_mib_while_training_on_a_cpu():
+    big = torch.empty(16 << 20, dtype=torch.uint8)
+    del big  # freeing a mapped block of up to 32 MiB raises glibc's threshold to its size
+    size = 2 << 20
+    assert not _mapped(size)  # the state a training step starts from: 2 MiB blocks come from the heap
+    with host_memory("release", "cpu") as applied:
+        assert applied == "release" and _mapped(size)
+    assert not _mapped(size)  # generation afterwards allocates from the heap again
+    for mode, device in (("keep", "cpu"), ("release", "cuda")):
+        with host_memory(mode, device) as applied:
+            assert applied == "keep" and not _mapped(size)
+
+
+def test_release_elsewhere_than_glibc_says_it_kept(monkeypatch):
+    import lorasafe.training.host_memory as hm
+
+    monkeypatch.setattr(hm, "_mallopt", lambda: None)
+    with host_memory("release", "cpu") as applied:
+        assert applied == "keep (release needs glibc)"
+
+
+def test_host_memory_is_not_part_of_a_runs_identity():
+    from lorasafe.config.loader import config_hash
+    from lorasafe.config.schema import ExperimentConfig, TrainingConfig
+
+    assert "host_memory" not in TrainingConfig().model_dump()
+    assert TrainingConfig(host_memory="release").model_dump()["host_memory"] == "release"
+    assert config_hash(ExperimentConfig(training={"host_memory": "release"})) == config_hash(ExperimentConfig())
