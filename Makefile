@@ -27,10 +27,12 @@ demo: $(VENV)/.installed bubblewrap
 	$(BIN)/lorasafe demo
 
 # The suite runs in one worker per core (pytest-xdist), one thread each: its models are tiny, so threads inside
-# a test buy little and the cores are better spent on two tests at once.
+# a test buy little and the cores are better spent on two tests at once. Work stealing: the heavy end-to-end
+# tests sit together at the end of the collection order, and a worker that finishes early takes some of them
+# (measured on 2 cores from a clean clone: 441 s against 590 s with the default distribution).
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed bubblewrap
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Code scoring runs model-written code inside bubblewrap (scoring/sandbox.py). Installed here when
 # we are root with apt-get (CI, GPU boxes); anywhere else this only says how, never failing the
