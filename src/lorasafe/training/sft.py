@@ -11,7 +11,8 @@ completion positions only, in chunks; micro-batches can be packed without paddin
 is fused where the device allows (optimizer.py); the host reads the loss once per optimiser step (one
 sync for the NaN guard, the log and `on_step`), never per micro-batch; on CUDA the next micro-batches
 are built on a background thread (loader.py); on a CPU, `host_memory: release` returns freed activations
-to the operating system at once (host_memory.py).
+to the operating system at once, and `lorasafe --malloc tcmalloc` runs on a malloc that fragments less
+(host_memory.py).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class SFTTrainer:
         import torch
 
         from lorasafe.training import accel
-        from lorasafe.training.host_memory import host_memory
+        from lorasafe.training.host_memory import allocator, host_memory
         from lorasafe.training.loss import CompletionLoss
         from lorasafe.training.optimizer import MasterWeights, build_optimizer, implementation
 
@@ -167,7 +168,7 @@ class SFTTrainer:
         setup = {"head": loss_fn.path, "optimizer": implementation(optimizer), "packing": cfg.packing,
                  "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
                  "master_weights": master is not None or bool(self.sharded and self.sharded.masters),
-                 "checkpointing": checkpointing}
+                 "checkpointing": checkpointing, "malloc": allocator()}
         self.model.train()
         bar = None
         if self.progress and self.ranks.main:
