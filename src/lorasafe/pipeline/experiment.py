@@ -227,6 +227,7 @@ class Experiment:
                            duplicates_removed=removed,
                            final_loss=result.final_loss, wall_s=round(result.wall_s, 2),
                            resumed_from=result.resumed_from, checkpoints=rel,
+                           setup=result.setup,  # how it ran: head path, optimiser, attention, packing, malloc
                            **({"regulariser_k": regulariser.ks()} if regulariser is not None else {}))
         return self.run.path / rel[-1] / "weights"
 
