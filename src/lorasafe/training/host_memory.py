@@ -35,7 +35,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from lorasafe.errors import LorasafeError
 
@@ -59,7 +59,7 @@ def allocator() -> str:
     return next((name for name, (lib, _) in MALLOCS.items() if f"lib{lib}." in maps), "system")
 
 
-def preload_env(name: str, env: dict[str, str]) -> dict[str, str]:
+def preload_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
     """`env` with malloc `name` preloaded into the processes started with it ("system": unchanged)."""
     if name == "system":
         return dict(env)
@@ -88,7 +88,7 @@ def restart_with(name: str) -> None:
         raise LorasafeError(f"--malloc {name}: the process was restarted with {os.environ.get('LD_PRELOAD')} "
                             f"preloaded, and {name} is still not loaded (the dynamic loader ignored LD_PRELOAD). "
                             "Run with --malloc system.")
-    env = preload_env(name, dict(os.environ))
+    env = preload_env(name, os.environ)  # a copy
     env[_RESTARTED] = name
     sys.stdout.flush()
     sys.stderr.flush()
@@ -114,8 +114,9 @@ def host_memory(mode: str, device_type: str) -> Iterator[str]:
     if mode != "release" or device_type != "cpu":
         yield "keep"
         return
-    if allocator() != "system":  # its mallopt is a stub that reports success
-        yield f"keep (release needs glibc's malloc, not {allocator()})"
+    running = allocator()
+    if running != "system":  # its mallopt is a stub that reports success
+        yield f"keep (release needs glibc's malloc, not {running})"
         return
     fn = _mallopt()
     if fn is None or not (fn(M_MMAP_THRESHOLD, RELEASE_FROM) and fn(M_TRIM_THRESHOLD, SETTLED_TRIM)):
