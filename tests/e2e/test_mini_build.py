@@ -64,6 +64,29 @@ def test_the_build_writes_a_loadable_qwen2_with_its_report_and_resumes(miniature
     assert again["stages"] == report["stages"]
 
 
+def test_a_work_directory_resumes_only_the_recipe_that_started_it(miniature, tmp_path):
+    """A changed recipe must not silently reuse another recipe's finished stages (the tokenizer reads both stages'
+    data, so even a distillation change alters the parent); an empty directory is taken, an unrecorded one is not."""
+    from lorasafe.errors import ConfigError
+    from lorasafe.mini.build import claim_work_dir
+
+    tmp, _ = miniature
+    changed = {**MINIATURE, "distill": {**MINIATURE["distill"], "mixture": {"harmful": 1000, "benign": 1600,
+                                                                            "reasoning": 64}}}
+    with pytest.raises(ConfigError, match=r"another recipe \(changed: distill\.mixture\.harmful;"):
+        build_mini(tmp / "other", load_config(MiniBuildConfig, data=changed), work_dir=tmp / "work", progress=False,
+                   log=lambda m: None)
+    assert not (tmp / "other").exists()
+    cfg = load_config(MiniBuildConfig, data=MINIATURE)
+    (tmp_path / "empty").mkdir()
+    claim_work_dir(tmp_path / "empty", cfg)  # nothing trained there yet: the build takes it
+    claim_work_dir(tmp_path / "empty", cfg)  # and resumes it with the same recipe
+    assert json.loads((tmp_path / "empty" / "recipe.json").read_text())["distill"]["mixture"]["harmful"] == 1600
+    (tmp_path / "old" / "parent").mkdir(parents=True)  # stages of a build that recorded no recipe
+    with pytest.raises(ConfigError, match=r"holds trained stages \(parent\) but no recipe.json"):
+        claim_work_dir(tmp_path / "old", cfg)
+
+
 def test_the_same_seed_builds_the_same_model_bit_for_bit(tmp_path):
     """What `lorasafe mini build` from scratch must do to reproduce the shipped model's report: two builds of one
     recipe and seed, in fresh work directories, give identical weights and identical held-out figures."""

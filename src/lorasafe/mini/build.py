@@ -30,6 +30,7 @@ from pydantic import Field, PositiveInt
 from lorasafe.config.schema import AdapterConfig, Strict, SuiteRef, TrainingConfig
 from lorasafe.data.chat import ChatRenderer
 from lorasafe.data.jsonl import write_json_atomic
+from lorasafe.errors import ConfigError
 from lorasafe.mini.world import STAGES, MiniWorld
 
 # The one learning-rate grid every method gets: the demo, the shipped sweeps and the premise check.
@@ -98,6 +99,7 @@ def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None
 
     t0 = time.perf_counter()
     out_dir, work_dir = Path(out_dir), Path(work_dir or "runs/mini-build")
+    claim_work_dir(work_dir, cfg)
     world = MiniWorld(seed=cfg.seed)
     mixtures = {s: world.mixture(s, getattr(cfg, s).mixture) for s in STAGES}
     # The tokenizer reads the text of both stages (rendered, so role names are covered), never an eval prompt.
@@ -138,6 +140,35 @@ def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out_dir / "build_report.json", report)
     return report
+
+
+def claim_work_dir(work_dir: Path, cfg: MiniBuildConfig) -> None:
+    """Tie `work_dir` to the recipe it trains (`recipe.json`, the recipe less the premise check, whose runs
+    resume by their own config hash): the same recipe resumes, another one is refused. Without this a rerun
+    with a changed recipe would silently reuse the finished stages of the old one; and since the tokenizer
+    reads both stages' data, even a changed distillation mixture gives the parent another vocabulary."""
+    path = work_dir / "recipe.json"
+    recipe = cfg.model_dump(mode="json", exclude={"premise"})
+    if path.is_file():
+        from lorasafe.runs.tracking import flatten
+
+        old, new = flatten(json.loads(path.read_text())), flatten(recipe)
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if changed:
+            raise ConfigError(
+                f"The mini-build work directory {work_dir} was started with another recipe (changed: "
+                f"{', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}; the old one is in {path}), and its "
+                "finished stages would be reused as if trained with this one. Build into a new --work directory, "
+                f"or delete {work_dir} to start over with this recipe.")
+        return
+    started = [s for s in STAGES if (work_dir / s).exists()]
+    if started:  # trained by a build that did not record its recipe: nothing says which one it was
+        raise ConfigError(
+            f"The mini-build work directory {work_dir} holds trained stages ({', '.join(started)}) but no "
+            "recipe.json, so the recipe they were trained with is unknown (a build by an older lorasafe) and "
+            f"resuming could mix two recipes. Build into a new --work directory, or delete {work_dir} to start over.")
+    work_dir.mkdir(parents=True, exist_ok=True)  # empty or new: this build takes it
+    write_json_atomic(path, recipe)
 
 
 def host() -> dict:
