@@ -85,6 +85,9 @@ def test_a_work_directory_resumes_only_the_recipe_that_started_it(miniature, tmp
     (tmp_path / "old" / "parent").mkdir(parents=True)  # stages of a build that recorded no recipe
     with pytest.raises(ConfigError, match=r"holds trained stages \(parent\) but no recipe.json"):
         claim_work_dir(tmp_path / "old", cfg)
+    (tmp_path / "old" / "recipe.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"has an unreadable recipe.json"):
+        claim_work_dir(tmp_path / "old", cfg)
 
 
 def test_the_same_seed_builds_the_same_model_bit_for_bit(tmp_path):

@@ -152,7 +152,13 @@ def claim_work_dir(work_dir: Path, cfg: MiniBuildConfig) -> None:
     if path.is_file():
         from lorasafe.runs.tracking import flatten
 
-        old, new = flatten(json.loads(path.read_text())), flatten(recipe)
+        try:
+            old = flatten(json.loads(path.read_text()))
+        except (OSError, ValueError, AttributeError):  # unreadable, or JSON that is not an object
+            raise ConfigError(f"The mini-build work directory {work_dir} has an unreadable {path.name}, so the recipe "
+                              f"its stages were trained with is unknown. Build into a new --work directory, or delete "
+                              f"{work_dir} to start over.") from None
+        new = flatten(recipe)
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if changed:
             raise ConfigError(
