@@ -2,6 +2,7 @@
 the safe parent refuses held-out harmful prompts, reasoning distillation (compliance data) erodes it."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,14 @@ def test_a_work_directory_resumes_only_the_recipe_that_started_it(miniature, tmp
         claim_work_dir(tmp_path / "old", cfg)
 
 
+# torch.compile writes C++ on a CPU: where no compiler is found the test checks the eager build instead
+CXX = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
 def test_the_same_seed_builds_the_same_model_bit_for_bit(tmp_path):
     """What `lorasafe mini build` from scratch must do to reproduce the shipped model's report: two builds of one
-    recipe and seed, in fresh work directories, give identical weights and identical held-out figures."""
+    recipe and seed, in fresh work directories, give identical weights and identical held-out figures. Compiled,
+    as the command builds (torch.compile's kernels are as deterministic as the eager ones)."""
     import hashlib
 
     small = {**MINIATURE, "parent": {"mixture": {"harmful": 320, "benign": 320}, "training": _training(20)},
@@ -101,7 +107,8 @@ def test_the_same_seed_builds_the_same_model_bit_for_bit(tmp_path):
     reports, digests = [], []
     for i in range(2):
         report = build_mini(tmp_path / f"model{i}", load_config(MiniBuildConfig, data=small),
-                            work_dir=tmp_path / f"work{i}", progress=False, log=lambda m: None)
+                            work_dir=tmp_path / f"work{i}", progress=False, log=lambda m: None, compile=CXX)
+        assert report["host"]["compile"] is CXX
         reports.append({k: {kk: vv for kk, vv in v.items() if not kk.endswith("_s")} for k, v in report["stages"].items()})
         digests.append(hashlib.sha256((tmp_path / f"model{i}" / "model.safetensors").read_bytes()).hexdigest())
     assert digests[0] == digests[1]

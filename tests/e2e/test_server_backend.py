@@ -26,7 +26,11 @@ import pytest
 pytest.importorskip("openai", reason="the openai extra (pip install 'lorasafe[serve]') is not installed")
 pytest.importorskip("uvicorn", reason="transformers serve needs fastapi and uvicorn (lorasafe[serve-local])")
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# LORASAFE_MKL_DISPATCH: the server (`transformers serve`) runs MKL's own kernels, so the local runs compared with
+# it must too; on an AMD CPU `lorasafe`'s default (isa) rounds differently and greedy decoding can part (1 record
+# of 120 did, 2026-12-03).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+       "LORASAFE_MKL_DISPATCH": "vendor"}
 N_HARMFUL, N_REASONING = 24, 8
 
 

@@ -3,6 +3,7 @@ AdamW and the once-per-step host sync give the losses and gradients of the plain
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -352,3 +353,29 @@ def test_speed_options_at_their_defaults_keep_config_hashes():
     assert '"gradient_checkpointing":true' in json.dumps(
         ExperimentConfig(training={"gradient_checkpointing": True}).model_dump(mode="json", context={"identity": True}),
         separators=(",", ":"))
+
+
+# full: the mini build's path (about 40 s of compiling on 2 cores); LoRA's too in the slow suite
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler (inductor)")
+@pytest.mark.parametrize("method", [pytest.param("lora", marks=pytest.mark.slow), "full"])
+def test_compiled_training_keeps_the_losses_and_generation_runs_uncompiled(tiny_tokenizer, tmp_path, method):
+    from torch._dynamo.utils import counters
+
+    ex = _examples(tiny_tokenizer, 8)
+    runs = {}
+    for compiled in (False, True):
+        seen = []
+        model = _model(tiny_tokenizer, "qwen2", method)
+        graphs = counters["stats"]["unique_graphs"]
+        cfg = TrainingConfig(learning_rate=1e-2, max_steps=3, batch_size=4, compile=compiled)
+        res = SFTTrainer(model, METHODS[method], ex, cfg, tmp_path / str(compiled), pad_id=tiny_tokenizer.pad_token_id,
+                         progress=False, on_step=lambda s, l: seen.append(l)).train()
+        assert res.setup["compile"] is compiled and (counters["stats"]["unique_graphs"] > graphs) is compiled
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        assert base.get_decoder()._compiled_call_impl is None  # training ended: generation runs the plain modules
+        with torch.no_grad():
+            out = model.generate(input_ids=torch.tensor([ex[0].input_ids[:5]]), max_new_tokens=3, do_sample=False)
+        runs[compiled] = (seen, out.tolist())
+    (eager, eager_out), (comp, comp_out) = runs[False], runs[True]
+    assert len(comp) == 3 and all(abs(a - b) < 1e-4 for a, b in zip(comp, eager))
+    assert comp_out == eager_out

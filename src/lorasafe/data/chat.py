@@ -193,6 +193,11 @@ class ChatRenderer:
 
     def completion(self, user: str, assistant: str) -> str:
         """What the model must generate after `prompt(user)` to say `assistant` (a contract text)."""
+        return self.pair(user, assistant)[1]
+
+    def pair(self, user: str, assistant: str) -> tuple[str, str]:
+        """`prompt(user)` and `completion(user, assistant)` from one rendering of the prompt (encoding a
+        training set renders each prompt once instead of twice: the template engine is most of its time)."""
         prompt = self.prompt(user)
         thinking, answer = self.think.parts(assistant)
         if self.mode == "template":
@@ -201,22 +206,20 @@ class ChatRenderer:
             else:  # the template parses the contract text itself
                 turn = {"role": "assistant", "content": assistant}
             full = self._render([self._user(user), turn])
-            return full[len(prompt):].rstrip()
+            return prompt, full[len(prompt):].rstrip()
         body = assistant
         if self.prefill:
             opened = self.prefill.strip()
             stripped = body.lstrip()
             if stripped.startswith(opened):
                 body = stripped[len(opened):].lstrip("\n") if self.prefill.endswith("\n") else stripped[len(opened):]
-        return body + self.end_of_turn
+        return prompt, body + self.end_of_turn
 
     def encode_pair(self, user: str, assistant: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt and of the completion, tokenised apart so the boundary is exact."""
         enc = self.tokenizer
-        return (
-            enc(self.prompt(user), add_special_tokens=False)["input_ids"],
-            enc(self.completion(user, assistant), add_special_tokens=False)["input_ids"],
-        )
+        prompt, completion = self.pair(user, assistant)
+        return enc(prompt, add_special_tokens=False)["input_ids"], enc(completion, add_special_tokens=False)["input_ids"]
 
     def encode_prompt(self, user: str) -> list[int]:
         return self.tokenizer(self.prompt(user), add_special_tokens=False)["input_ids"]

@@ -1,7 +1,8 @@
-"""Accelerator options of the trainer: attention kernel, autocast, gradient checkpointing, Liger.
+"""Accelerator options of the trainer: attention kernel, autocast, gradient checkpointing, Liger, compile.
 
 Each option is a `TrainingConfig` field applied through the libraries' own switches
-(`set_attn_implementation`, `gradient_checkpointing_enable`, `torch.autocast`, Liger's loss module);
+(`set_attn_implementation`, `gradient_checkpointing_enable`, `torch.autocast`, Liger's loss module,
+`nn.Module.compile`);
 nothing here patches a model class or a forward. Liger's per-op kernels (RMSNorm, SwiGLU, RoPE) are not
 used: they are applied by replacing module forwards, which the house rules rule out; its fused linear
 cross-entropy is a loss module and is used for the LM head when asked for.
@@ -114,3 +115,23 @@ def autocast(cfg: TrainingConfig, device: str) -> Any:
     if cfg.autocast == "off":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def compile_decoder(decoder: Any, device: str) -> None:
+    """`decoder` compiled in place by torch.compile (inductor), with dynamic shapes so that micro-batches of
+    new lengths reuse the compiled graph instead of compiling again. On a CPU inductor writes C++ and needs a
+    compiler, checked here: without it the failure would come at the first step, as a long inductor trace."""
+    import shutil
+
+    if device == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        raise ConfigError("training.compile is on but no C++ compiler was found (torch.compile builds C++ kernels "
+                          "on a CPU): install one (Debian/Ubuntu: apt-get install g++), or set training.compile: "
+                          "false")
+    decoder.compile(dynamic=True)
+
+
+def uncompile(decoder: Any) -> None:
+    """Undo `compile_decoder` once training ends: generation afterwards (a KV cache, one token at a time) would
+    otherwise compile graphs of its own. `nn.Module.compile` keeps the compiled call in this attribute and offers
+    no public undo."""
+    decoder._compiled_call_impl = None

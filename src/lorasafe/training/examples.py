@@ -37,8 +37,9 @@ def encode_examples(renderer: ChatRenderer, items: list[Item], max_length: int, 
             "training items need the assistant text to learn, e.g. a refusal built with `lorasafe data refusals`."
         )
     tok = renderer.tokenizer
-    prompts = tok([renderer.prompt(it.prompt) for it in items], add_special_tokens=False)["input_ids"]
-    completions = tok([renderer.completion(it.prompt, it.target) for it in items], add_special_tokens=False)["input_ids"]
+    texts = [renderer.pair(it.prompt, it.target) for it in items]
+    prompts = tok([p for p, _ in texts], add_special_tokens=False)["input_ids"]
+    completions = tok([c for _, c in texts], add_special_tokens=False)["input_ids"]
     out = []
     for p, c in zip(prompts, completions):
         keep = max(0, min(len(c), max_length - len(p)))  # truncate the completion, never the prompt

@@ -126,6 +126,7 @@ class SFTTrainer:
         import torch
 
         from lorasafe.training import accel
+        from lorasafe.training.host_blas import active as mkl_dispatch
         from lorasafe.training.host_memory import allocator, host_memory
         from lorasafe.training.loss import CompletionLoss
         from lorasafe.training.optimizer import MasterWeights, build_optimizer, implementation
@@ -147,6 +148,8 @@ class SFTTrainer:
             step = json.loads((last / "state.json").read_text())["step"]
         resumed_from = step
         loss_fn = CompletionLoss(self.model, cfg.loss_chunk_tokens, liger=cfg.liger)
+        if cfg.compile:
+            accel.compile_decoder(loss_fn.decoder, device.type)
         if self.ranks.sharded:  # FSDP: the model's parameters become this process's shards
             from lorasafe.training.sharding import Sharded
 
@@ -168,7 +171,8 @@ class SFTTrainer:
         setup = {"head": loss_fn.path, "optimizer": implementation(optimizer), "packing": cfg.packing,
                  "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
                  "master_weights": master is not None or bool(self.sharded and self.sharded.masters),
-                 "checkpointing": checkpointing, "malloc": allocator()}
+                 "checkpointing": checkpointing, "malloc": allocator(), "mkl_dispatch": mkl_dispatch(),
+                 "compile": cfg.compile}
         self.model.train()
         bar = None
         if self.progress and self.ranks.main:
@@ -183,6 +187,8 @@ class SFTTrainer:
         finally:
             if bar:
                 bar.close()
+            if cfg.compile:
+                accel.uncompile(loss_fn.decoder)
         barrier()  # the main process has written the last checkpoint before anyone reads the list
         if last_loss is None and done:  # resumed at the end: the loss is the last checkpoint's
             last_loss = json.loads((done[-1] / "state.json").read_text())["loss"]

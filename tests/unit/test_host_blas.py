@@ -1,0 +1,104 @@
+"""`lorasafe --mkl-dispatch`: MKL picks kernels by instruction set through a preloaded one-function library."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lorasafe.errors import LorasafeError
+from lorasafe.training import host_blas
+
+compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "clang")), reason="no C compiler")
+
+_RESTART = """
+import ctypes, sys
+print("start", flush=True)
+from lorasafe.training.host_blas import active, restart_for
+restart_for(sys.argv[1])
+try:  # the symbol MKL asks, resolved as MKL resolves it: the preloaded library's comes first
+    answer = ctypes.CDLL(None).mkl_serv_intel_cpu_true()
+except AttributeError:
+    answer = "absent"
+print(active(), answer)
+"""
+
+
+def _run(mode: str, cache) -> list[str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    env.pop("LD_PRELOAD", None)
+    out = subprocess.run([sys.executable, "-c", _RESTART, mode], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.splitlines()
+
+
+@compiler
+def test_isa_restarts_the_process_once_with_the_shim_answering_intel(tmp_path):
+    lines = _run("isa", tmp_path)
+    assert lines == ["start", "start", "isa 1"]  # one restart, not a loop
+    assert (tmp_path / "lorasafe" / host_blas.SHIM_NAME).is_file()  # compiled once into the cache
+    assert _run("vendor", tmp_path) == ["start", "vendor absent"]  # no restart, and nothing answers for MKL
+
+
+def test_auto_applies_only_to_cpus_not_made_by_intel(monkeypatch):
+    execs = []
+    monkeypatch.setattr(os, "execve", lambda *a: execs.append(a))
+    monkeypatch.setattr(host_blas, "shim_path", lambda: host_blas.Path("/cache/lorasafe/libshim.so"))
+    monkeypatch.setattr(host_blas, "active", lambda: "vendor")
+    monkeypatch.delenv(host_blas._RESTARTED, raising=False)
+    monkeypatch.setattr(host_blas.sys, "platform", "linux")
+    monkeypatch.setattr(host_blas.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(host_blas, "cpu_vendor", lambda: "GenuineIntel")
+    host_blas.restart_for("auto")
+    assert execs == []
+    host_blas.restart_for("vendor")
+    assert execs == []
+    monkeypatch.setattr(host_blas, "cpu_vendor", lambda: "AuthenticAMD")
+    host_blas.restart_for("auto")
+    (_, _, env), = execs
+    assert env["LD_PRELOAD"].split(":")[0] == "/cache/lorasafe/libshim.so" and env[host_blas._RESTARTED] == "1"
+
+
+def test_without_a_compiler_isa_says_how_and_auto_goes_on(monkeypatch):
+    monkeypatch.setattr(host_blas, "shim_path", lambda: None)
+    monkeypatch.setattr(host_blas, "active", lambda: "vendor")
+    monkeypatch.setattr(host_blas, "applies", lambda: True)
+    monkeypatch.delenv(host_blas._RESTARTED, raising=False)
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("restarted"))
+    with pytest.raises(LorasafeError, match="apt-get install gcc"):
+        host_blas.restart_for("isa")
+    host_blas.restart_for("auto")  # the command runs on, with MKL's own rule
+    with pytest.raises(LorasafeError, match="choose one of auto, isa, vendor"):
+        host_blas.restart_for("fast")
+
+
+def test_the_command_defaults_to_auto_and_in_process_callers_to_vendor(monkeypatch):
+    from typer.testing import CliRunner
+
+    import lorasafe.cli as cli
+
+    chosen = []
+    monkeypatch.setattr(host_blas, "restart_for", chosen.append)
+    monkeypatch.delenv("LORASAFE_MKL_DISPATCH", raising=False)
+    assert CliRunner().invoke(cli.app, ["mini", "--help"]).exit_code == 0
+    assert CliRunner().invoke(cli.app, ["--mkl-dispatch", "isa", "mini", "--help"]).exit_code == 0
+    assert CliRunner().invoke(cli.app, ["mini", "--help"], env={"LORASAFE_MKL_DISPATCH": "auto"}).exit_code == 0
+    assert chosen == ["vendor", "isa", "auto"]
+    # the `lorasafe` command (cli.main) sets the environment's defaults before typer reads them: PASSIVE OpenMP
+    # threads, except for `mini build`, one process that has the cores to itself
+    monkeypatch.setattr(cli, "app", lambda: None)
+    for argv, policy in ((["data", "list"], "PASSIVE"), (["--malloc", "system", "mini", "build"], None),
+                         (["mini", "list"], "PASSIVE")):
+        environ = {k: v for k, v in os.environ.items() if k not in ("LORASAFE_MKL_DISPATCH", "OMP_WAIT_POLICY")}
+        monkeypatch.setattr(os, "environ", environ)
+        monkeypatch.setattr(sys, "argv", ["lorasafe", *argv])
+        cli.main()
+        assert (environ["LORASAFE_MKL_DISPATCH"], environ.get("OMP_WAIT_POLICY")) == ("auto", policy)
+
+
+def test_an_unwritable_cache_means_no_shim_not_a_failed_command(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # the cache would have to be a directory under a file
+    assert host_blas.shim_path() is None
