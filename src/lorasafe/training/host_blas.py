@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from lorasafe.errors import LorasafeError
+from lorasafe.training.host_memory import reexec
 
 SHIM_NAME = "liblorasafe_mkl_isa.so"
 _SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
@@ -113,6 +114,4 @@ def restart_for(mode: str) -> None:
     env = dict(os.environ)
     env["LD_PRELOAD"] = ":".join(x for x in (str(shim), env.get("LD_PRELOAD")) if x)
     env[_RESTARTED] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, env)
+    reexec(env)

@@ -90,6 +90,12 @@ def restart_with(name: str) -> None:
                             "Run with --malloc system.")
     env = preload_env(name, os.environ)  # a copy
     env[_RESTARTED] = name
+    reexec(env)
+
+
+def reexec(env: Mapping[str, str]) -> None:
+    """Replace this process by itself (same interpreter and arguments) under `env`: how a library is preloaded
+    into a running command (here the malloc; training/host_blas.py the MKL shim)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, env)
