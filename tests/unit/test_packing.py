@@ -373,6 +373,7 @@ def test_compiled_training_keeps_the_losses_and_generation_runs_uncompiled(tiny_
         assert res.setup["compile"] is compiled and (counters["stats"]["unique_graphs"] > graphs) is compiled
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         assert base.get_decoder()._compiled_call_impl is None  # training ended: generation runs the plain modules
+        assert not torch.are_deterministic_algorithms_enabled()  # on only while compiled training ran
         with torch.no_grad():
             out = model.generate(input_ids=torch.tensor([ex[0].input_ids[:5]]), max_new_tokens=3, do_sample=False)
         runs[compiled] = (seen, out.tolist())

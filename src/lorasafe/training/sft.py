@@ -148,8 +148,7 @@ class SFTTrainer:
             step = json.loads((last / "state.json").read_text())["step"]
         resumed_from = step
         loss_fn = CompletionLoss(self.model, cfg.loss_chunk_tokens, liger=cfg.liger)
-        if cfg.compile:
-            accel.compile_decoder(loss_fn.decoder, device.type)
+        uncompile = accel.compile_decoder(loss_fn.decoder, device.type) if cfg.compile else None
         if self.ranks.sharded:  # FSDP: the model's parameters become this process's shards
             from lorasafe.training.sharding import Sharded
 
@@ -187,8 +186,8 @@ class SFTTrainer:
         finally:
             if bar:
                 bar.close()
-            if cfg.compile:
-                accel.uncompile(loss_fn.decoder)
+            if uncompile:
+                uncompile()
         barrier()  # the main process has written the last checkpoint before anyone reads the list
         if last_loss is None and done:  # resumed at the end: the loss is the last checkpoint's
             last_loss = json.loads((done[-1] / "state.json").read_text())["loss"]
