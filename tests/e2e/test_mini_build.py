@@ -2,7 +2,6 @@
 the safe parent refuses held-out harmful prompts, reasoning distillation (compliance data) erodes it."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from lorasafe.config.loader import load_config
 from lorasafe.mini.build import MiniBuildConfig, build_mini
 from lorasafe.models.loading import mini_model_dir
+from lorasafe.training.accel import has_cxx_compiler
 
 
 def _training(steps: int) -> dict:
@@ -92,7 +92,7 @@ def test_a_work_directory_resumes_only_the_recipe_that_started_it(miniature, tmp
 
 
 # torch.compile writes C++ on a CPU: where no compiler is found the test checks the eager build instead
-CXX = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+CXX = has_cxx_compiler()
 
 
 _BUILD = """

@@ -3,7 +3,6 @@ AdamW and the once-per-step host sync give the losses and gradients of the plain
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from lorasafe.data.records import Item
 from lorasafe.data.refusal import refusal_target
 from lorasafe.models.methods import METHODS
 from lorasafe.models.targets import resolve_targets
+from lorasafe.training.accel import has_cxx_compiler
 from lorasafe.training.examples import Example, collate, encode_examples, pack_rows, row_width, train_batch
 from lorasafe.training.loader import prefetched
 from lorasafe.training.loss import CompletionLoss
@@ -356,7 +356,7 @@ def test_speed_options_at_their_defaults_keep_config_hashes():
 
 
 # full: the mini build's path (about 40 s of compiling on 2 cores); LoRA's too in the slow suite
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler (inductor)")
+@pytest.mark.skipif(not has_cxx_compiler(), reason="no C++ compiler (inductor)")
 @pytest.mark.parametrize("method", [pytest.param("lora", marks=pytest.mark.slow), "full"])
 def test_compiled_training_keeps_the_losses_and_generation_runs_uncompiled(tiny_tokenizer, tmp_path, method):
     from torch._dynamo.utils import counters

@@ -117,6 +117,13 @@ def autocast(cfg: TrainingConfig, device: str) -> Any:
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
 
 
+def has_cxx_compiler() -> bool:
+    """Whether a C++ compiler is on PATH: inductor needs one to compile on a CPU."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
 def compile_decoder(decoder: Any, device: str) -> Callable[[], None]:
     """`decoder` compiled in place by torch.compile (inductor), with dynamic shapes so that micro-batches of
     new lengths reuse the compiled graph instead of compiling again; returns the undo, to call once training
@@ -128,13 +135,11 @@ def compile_decoder(decoder: Any, device: str) -> Callable[[], None]:
     so two runs of one seed parted within a few steps (measured: two `lorasafe mini build`s of one recipe and
     seed, parent losses 0.187 and 0.087, every figure a few hundredths apart), where eager training on a CPU is
     bit-reproducible. They cost no measurable speed (a 12-layer mini-model step on random tokens, 2 threads:
-    0.77-0.84 s against 0.78-0.79 s). On a GPU eager training is not
-    bit-reproducible either, and deterministic kernels would cost speed, so it is left alone there."""
-    import shutil
-
+    0.77-0.84 s against 0.78-0.79 s). On a GPU eager training is not bit-reproducible either, and deterministic
+    kernels would cost speed, so it is left alone there."""
     import torch
 
-    if device == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+    if device == "cpu" and not has_cxx_compiler():
         raise ConfigError("training.compile is on but no C++ compiler was found (torch.compile builds C++ kernels "
                           "on a CPU): install one (Debian/Ubuntu: apt-get install g++), or set training.compile: "
                           "false")
