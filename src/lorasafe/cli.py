@@ -334,11 +334,10 @@ def mini_build(out: Path = typer.Option(None, help="model directory (default: th
                                             "report's host)")
                ) -> None:
     """Build the mini reasoning model: a safe parent, then reasoning distillation (about an hour on 2 CPU cores)."""
-    from lorasafe.config.loader import load_config
-    from lorasafe.mini.build import MiniBuildConfig, build_mini
+    from lorasafe.mini.build import build_mini, load_recipe
     from lorasafe.models.loading import mini_model_dir
 
-    cfg = load_config(MiniBuildConfig, data={"seed": seed}, overrides=set_ or [])
+    cfg = load_recipe(seed, set_ or [])
     target = out or mini_model_dir()
     report = build_mini(target, cfg, work_dir=work, progress=progress, log=_log, compile=compile)
     console.print(f"Built {target}: {report['params']:,} parameters in {report['wall_s']:.0f} s; "

@@ -183,3 +183,16 @@ def test_a_huge_bad_value_is_shortened_and_a_missing_field_named():
     assert len(msg) < 400 and "..." in msg
     msg = _bad({}, model=StudyConfig)
     assert "variants: required but missing" in msg
+
+
+def test_mini_build_overrides_change_one_field_of_the_default_recipe():
+    # A stage's mixture has no default of its own; an override of a nested field must keep it (it used to
+    # replace the whole stage: "parent.mixture: required but missing").
+    from lorasafe.mini.build import MiniBuildConfig, load_recipe
+
+    default = MiniBuildConfig()
+    cfg = load_recipe(3, ["parent.training.max_steps=8", "premise=null"])
+    assert cfg.seed == 3 and cfg.premise is None
+    assert cfg.parent.training.max_steps == 8 and cfg.parent.mixture == default.parent.mixture
+    assert cfg.parent.training.learning_rate == default.parent.training.learning_rate
+    assert cfg.distill == default.distill and load_recipe() == default

@@ -89,6 +89,15 @@ class MiniBuildConfig(Strict):
 Log = Callable[[str], None]
 
 
+def load_recipe(seed: int = 0, overrides: list[str] = ()) -> MiniBuildConfig:
+    """The default recipe with `--set KEY=VALUE` overrides applied field by field. The overrides go onto the
+    defaults' full dump, not onto an empty dict: a stage's mixture has no default of its own (it lives in the
+    default factory), so `parent.training.max_steps=8` onto `{}` would make a parent with no mixture."""
+    from lorasafe.config.loader import load_config
+
+    return load_config(MiniBuildConfig, data=MiniBuildConfig(seed=seed).model_dump(mode="json"), overrides=overrides)
+
+
 def build_mini(out_dir: Path, cfg: MiniBuildConfig, work_dir: Path | None = None, progress: bool = True,
                log: Log = print, compile: bool = False) -> dict:
     """Build the mini model into `out_dir`; checkpoints and stage records go to `work_dir` (resumable).
