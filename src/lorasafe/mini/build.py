@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from pydantic import Field, PositiveInt
 
+from lorasafe.config.loader import demo_config_path, load_config
 from lorasafe.config.schema import AdapterConfig, Strict, SuiteRef, TrainingConfig
 from lorasafe.data.chat import ChatRenderer
 from lorasafe.data.jsonl import write_json_atomic
@@ -93,8 +94,6 @@ def load_recipe(seed: int = 0, overrides: list[str] = ()) -> MiniBuildConfig:
     """The default recipe with `--set KEY=VALUE` overrides applied field by field. The overrides go onto the
     defaults' full dump, not onto an empty dict: a stage's mixture has no default of its own (it lives in the
     default factory), so `parent.training.max_steps=8` onto `{}` would make a parent with no mixture."""
-    from lorasafe.config.loader import load_config
-
     return load_config(MiniBuildConfig, data=MiniBuildConfig(seed=seed).model_dump(mode="json"), overrides=overrides)
 
 
@@ -289,7 +288,6 @@ def refusal_target_loss(model: Any, renderer: ChatRenderer, items: list) -> floa
 def check_premise(model_dir: Path, premise: PremiseConfig, out: Path, progress: bool, log: Log) -> dict:
     """Train the premise LoRA with the demo's experiment (its data, budget and evaluation) at every grid
     learning rate, on the model in `model_dir`; the refused / complied / invalid shares on each harmful suite."""
-    from lorasafe.config.loader import demo_config_path, load_config
     from lorasafe.config.schema import StudyConfig, Variant
     from lorasafe.pipeline.study import run_study
 
