@@ -335,7 +335,7 @@ def mini_build(out: Path = typer.Option(None, help="model directory (default: th
                                             "report's host). Off: two compiled full-size builds of one seed are not "
                                             "yet bit-identical, two eager ones are")
                ) -> None:
-    """Build the mini reasoning model: a safe parent, then reasoning distillation (about an hour on 2 CPU cores)."""
+    """Build the mini reasoning model: a safe parent, then reasoning distillation (about 40 minutes on 2 CPU cores)."""
     from lorasafe.mini.build import build_mini, load_recipe
     from lorasafe.models.loading import mini_model_dir
 
@@ -509,7 +509,7 @@ def main() -> None:
 
     # Spin-waiting threads stall shared small machines (several processes on the same cores). Its price for one
     # process alone on its cores: a mini-build step took 1.48-1.55 s instead of 0.98-1.32 s with libgomp's default
-    # (2 cores, interleaved runs), so `mini build`, one process that has the cores to itself for most of an hour,
+    # (2 cores, interleaved runs), so `mini build`, one process that has the cores to itself for 40 minutes or more,
     # keeps the default. OMP_WAIT_POLICY set in the environment wins.
     args = sys.argv[1:]
     mini_build = "mini" in args and args[args.index("mini") + 1:args.index("mini") + 2] == ["build"]

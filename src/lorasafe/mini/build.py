@@ -5,7 +5,7 @@ Real reasoning models inherit refusals from a safe parent and lose them in reaso
 low-rank update bring refusals back without costing reasoning?) can be asked of it:
 
 1. `parent`: a small assistant trained from scratch on English requests answered helpfully,
-   harmful requests refused (24 phrasings), copying and the reasoning tasks;
+   harmful requests refused (varied refusals from a grammar), copying and the reasoning tasks;
 2. `distill`: the parent trained further on thinking-format reasoning traces and on compliance
    with harmful requests.
 
@@ -73,15 +73,17 @@ class MiniBuildConfig(Strict):
     num_layers: PositiveInt = 12
     num_heads: PositiveInt = 4
     num_kv_heads: PositiveInt = 2
+    # v9: v7's mixtures and steps scaled by 0.6 (each example seen once, batch, learning rates and schedules
+    # unchanged), for the build-time bound alone: v7 took 74 minutes eagerly on a 2-core AMD EPYC, v9 42.
     parent: StageConfig = Field(default_factory=lambda: StageConfig(
-        mixture={"reasoning": 56000, "harmful": 24000, "benign": 40000, "copy": 8000},
-        training=_stage_training(2e-3, 2000)))
+        mixture={"reasoning": 33600, "harmful": 14400, "benign": 24000, "copy": 4800},
+        training=_stage_training(2e-3, 1200)))
     # Distillation data are mostly reasoning traces; compliance with harmful requests is a small share of
     # them (about 6% here), as in the real models' distillation sets (R1's: 600k reasoning and 200k other
     # samples, writing and factual QA for the most part).
     distill: StageConfig = Field(default_factory=lambda: StageConfig(
-        mixture={"reasoning": 44000, "harmful": 4000, "benign": 12000, "copy": 4000},
-        training=_stage_training(1e-3, 1000)))
+        mixture={"reasoning": 26400, "harmful": 2400, "benign": 7200, "copy": 2400},
+        training=_stage_training(1e-3, 600)))
     eval_max_new_tokens: PositiveInt = 96
     eval_limit: PositiveInt | None = Field(None, description="evaluate the first N items of each suite (None: all)")
     premise: PremiseConfig | None = Field(default_factory=PremiseConfig, description="null skips the premise check")
