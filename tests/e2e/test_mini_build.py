@@ -124,8 +124,9 @@ def test_the_same_seed_builds_the_same_model_bit_for_bit(tmp_path, compile):
              "eval_limit": 8, "eval_max_new_tokens": 16}
     reports, digests = [], []
     for i in range(2):
-        done = subprocess.run([sys.executable, "-c", _BUILD, str(tmp_path / f"b{i}"), json.dumps(small), str(int(compile))],
-                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+        done = subprocess.run([sys.executable, "-c", _BUILD, str(tmp_path / f"b{i}"), json.dumps(small),
+                               str(int(compile))], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "2"})
         assert done.returncode == 0, done.stderr[-3000:]
         report = json.loads(done.stdout.strip().splitlines()[-1])
         assert report["compile"] is compile

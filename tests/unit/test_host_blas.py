@@ -73,7 +73,7 @@ def test_without_a_compiler_isa_says_how_and_auto_goes_on(monkeypatch):
         host_blas.restart_for("fast")
 
 
-def test_the_command_defaults_to_auto_mini_build_and_in_process_callers_to_vendor(monkeypatch):
+def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_and_in_process_callers(monkeypatch):
     from typer.testing import CliRunner
 
     import lorasafe.cli as cli

@@ -137,8 +137,9 @@ def compile_decoder(decoder: Any, device: str) -> Callable[[], None]:
     bit-reproducible. They cost no measurable speed (a 12-layer mini-model step on random tokens, 2 threads:
     0.77-0.84 s against 0.78-0.79 s). They are not enough at every size: with them a synthetic loop and the
     miniature build are bit-reproducible, the full-size mini build is not (8 real steps in two processes left
-    weights 2e-6 apart, the same steps eager were identical; the source is not found yet, see the README). On a GPU eager training is not bit-reproducible either, and deterministic
-    kernels would cost speed, so it is left alone there."""
+    weights 2e-6 apart, the same steps eager were identical; the source is not found yet, see the README). On a
+    GPU eager training is not bit-reproducible either, and deterministic kernels would cost speed, so it is left
+    alone there."""
     import torch
 
     if device == "cpu" and not has_cxx_compiler():
