@@ -2,10 +2,9 @@
 # The paper's study on the mini world, as docs/mini-study/ holds it: the four shipped mini sweeps
 # (3 seeds, one learning-rate grid, every epoch evaluated, criterion declared in each file), each run
 # into runs/mini-study/<name>/ (resumable: rerun after a kill) and reported into docs/mini-study/<name>/.
-# 156 runs, about 4.5 minutes each on one core: about 6 hours on 2 CPU cores as two invocations side by side
-# (OMP_NUM_THREADS=1 scripts/mini_study.sh lora-vs-full rank & OMP_NUM_THREADS=1 scripts/mini_study.sh layers
-# modules; or one invocation with JOBS=2, each sweep's cells two at a time in worker processes), more than one
-# sitting: hence the records below.
+# 156 runs, about 35 seconds per LoRA run per core on the mini world v9 (a full fine-tuning run takes longer):
+# about 55 minutes on 2 CPU cores with JOBS=2 (each sweep's cells two at a time in worker processes of one
+# thread each). An interrupted study, or one spread over machines, resumes from the records below.
 #
 # Usage: scripts/mini_study.sh [names...]           run (or resume) and report; default: all four
 #        scripts/mini_study.sh --pack [names...]    write docs/mini-study/<name>/records.tar.gz
