@@ -2,9 +2,10 @@
 # The paper's study on the mini world, as docs/mini-study/ holds it: the four shipped mini sweeps
 # (3 seeds, one learning-rate grid, every epoch evaluated, criterion declared in each file), each run
 # into runs/mini-study/<name>/ (resumable: rerun after a kill) and reported into docs/mini-study/<name>/.
-# 156 runs, about 35 seconds per LoRA run per core on the mini world v9 (a full fine-tuning run takes longer):
-# about 55 minutes on 2 CPU cores with JOBS=2 (each sweep's cells two at a time in worker processes of one
-# thread each). An interrupted study, or one spread over machines, resumes from the records below.
+# 156 runs, about 35 seconds per LoRA run per core on the mini world v9 (AVX-512 AMD EPYC; a full
+# fine-tuning run takes longer): under an hour on 2 CPU cores with JOBS=2 (each sweep's cells two at a time
+# in worker processes of one thread each). An interrupted study, or one spread over machines, resumes from
+# the records below.
 #
 # Usage: scripts/mini_study.sh [names...]           run (or resume) and report; default: all four
 #        scripts/mini_study.sh --pack [names...]    write docs/mini-study/<name>/records.tar.gz
