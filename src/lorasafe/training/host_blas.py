@@ -9,7 +9,9 @@ LORASAFE_MKL_DISPATCH; the same mechanism as `--malloc`, training/host_memory.py
 function, compiled on first use with the system's C compiler into the user's cache directory.
 
 Measured on an AMD EPYC (Zen 3, AVX2, 2 cores): fp32 matmuls of the mini model's shapes 1.2-2.2x faster
-(e.g. 4,800x128 by 128x384: 78-88 -> 118-134 GFLOP/s), a mini-build training step 1.19-1.26x faster.
+(e.g. 4,800x128 by 128x384: 78-88 -> 118-134 GFLOP/s), a mini-build training step 1.19-1.26x faster; on an
+AMD EPYC with AVX-512, training 1.4x faster on the mini model and 1.9-2.0x on SmolLM2-135M
+(bench/train_throughput.py, 2026-12-04).
 Results change by float rounding only (another kernel sums in another order). On Intel CPUs, and where
 PyTorch does not use MKL (ARM, macOS), nothing changes.
 
