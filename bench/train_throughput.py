@@ -165,9 +165,8 @@ def _trl(model, tokenizer, order, cfg, args, out):
     trainer.train()
     wall = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    from lorasafe.training.host_memory import allocator
-
     from lorasafe.training.host_blas import active
+    from lorasafe.training.host_memory import allocator
 
     return wall, losses, counted[0], {"optimizer": str(sft.optim), "gradient_checkpointing": False,
                                       "malloc": allocator(), "mkl_dispatch": active()}
@@ -249,7 +248,7 @@ def report(dataset: str, method: str, steps: int, runs: dict) -> None:
           f"{ratio('peak_rss_mb'):.2f}x ({med(ours, 'peak_rss_mb'):.0f} vs {med(theirs, 'peak_rss_mb'):.0f} MB)"
           f"{train_mem} | final loss lorasafe {med(ours, 'final_loss'):.4f} TRL {med(theirs, 'final_loss'):.4f}",
           flush=True)
-    # The targets, judged on the unrounded medians (a printed 0.80x may be 0.8006).
+    # The targets the README's training speed section judges, on the unrounded medians (a printed 0.80x may be 0.8006).
     speed, memory = ratio("tokens_per_s"), ratio("peak_rss_mb")
     print(f"  targets: tokens/s >= {SPEED_TARGET}x {'met' if speed >= SPEED_TARGET else 'NOT met'} ({speed:.4f}x), "
           f"peak RSS <= {MEMORY_TARGET}x {'met' if memory <= MEMORY_TARGET else 'NOT met'} ({memory:.4f}x)", flush=True)
