@@ -20,11 +20,15 @@ Usage (a bench/dev requirement, not a lorasafe dependency): pip install trl==1.1
   python bench/train_throughput.py [--dataset mini smollm2] [--method lora full] [--pairs 3] [--steps N]
                                    [--threads 2] [--set packing=true ...] [--malloc tcmalloc] [--trl-malloc tcmalloc]
                                    [--mkl-dispatch isa] [--trl-mkl-dispatch isa]
+                                   [--omp-wait default] [--trl-omp-wait default]
 `--malloc` runs lorasafe's side on the malloc `lorasafe --malloc` would give it (training/host_memory.py);
 `--trl-malloc` gives TRL's side one too, to see how much of a difference is the malloc's. `--mkl-dispatch isa`
 runs lorasafe's side with MKL dispatching by instruction set, as the `lorasafe` command does by default on a
 non-Intel x86-64 CPU (training/host_blas.py); `--trl-mkl-dispatch isa` gives TRL's side the same. Both default
-to `vendor`: the two sides start as plain Python processes, with MKL's own rule.
+to `vendor`: the two sides start as plain Python processes, with MKL's own rule. `--omp-wait` / `--trl-omp-wait`
+set each side's OpenMP wait policy: PASSIVE (the default here, and what the `lorasafe` command sets for every
+command but `mini build`), ACTIVE, or `default` (unset: libgomp spins a while before sleeping, which is what a
+plain Python script such as the official recipe's gets; on the mini model's small ops it is much faster).
 Prints per run and then, per cell, the median ratios lorasafe / TRL (tokens/s, peak RSS), both final losses and
 whether the targets (tokens/s >= 1.5x, peak RSS <= 0.8x) are met.
 """
@@ -173,13 +177,15 @@ def _trl(model, tokenizer, order, cfg, args, out):
 
 
 def run_child(dataset: str, method: str, framework: str, steps: int, threads: int, sets: list[str],
-              malloc: str = "system", mkl_dispatch: str = "vendor") -> dict:
+              malloc: str = "system", mkl_dispatch: str = "vendor", omp_wait: str = "PASSIVE") -> dict:
     from lorasafe.training.host_blas import shim_path
     from lorasafe.training.host_memory import preload_env
 
-    env = preload_env(malloc, {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
+    env = preload_env(malloc, {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": omp_wait,
                                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                                "PYTHONPATH": str(ROOT / "src")})
+    if omp_wait == "default":
+        del env["OMP_WAIT_POLICY"]
     if mkl_dispatch == "isa":
         shim = shim_path()
         if shim is None:
@@ -210,6 +216,10 @@ def main() -> None:
                     help="how MKL picks kernels on lorasafe's side (isa: as the lorasafe command does on AMD)")
     ap.add_argument("--trl-mkl-dispatch", default="vendor", choices=["vendor", "isa"],
                     help="how MKL picks kernels on TRL's side")
+    ap.add_argument("--omp-wait", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
+                    help="OpenMP wait policy on lorasafe's side (default: unset, libgomp's own)")
+    ap.add_argument("--trl-omp-wait", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
+                    help="OpenMP wait policy on TRL's side")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--framework", choices=["lorasafe", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -219,9 +229,10 @@ def main() -> None:
         return
     print(f"threads {args.threads}, pairs {args.pairs}, lorasafe training options: {args.set or 'defaults'}, "
           f"malloc lorasafe {args.malloc}, TRL {args.trl_malloc}, MKL dispatch lorasafe {args.mkl_dispatch}, "
-          f"TRL {args.trl_mkl_dispatch}")
+          f"TRL {args.trl_mkl_dispatch}, OpenMP wait lorasafe {args.omp_wait}, TRL {args.trl_omp_wait}")
     malloc = {"lorasafe": args.malloc, "trl": args.trl_malloc}
     dispatch = {"lorasafe": args.mkl_dispatch, "trl": args.trl_mkl_dispatch}
+    wait = {"lorasafe": args.omp_wait, "trl": args.trl_omp_wait}
     for dataset in args.dataset:
         steps = args.steps or DEFAULT_STEPS[dataset]
         for method in args.method:
@@ -229,7 +240,8 @@ def main() -> None:
             for i in range(args.pairs):
                 order = ["lorasafe", "trl"] if i % 2 == 0 else ["trl", "lorasafe"]
                 for fw in order:
-                    r = run_child(dataset, method, fw, steps, args.threads, args.set, malloc[fw], dispatch[fw])
+                    r = run_child(dataset, method, fw, steps, args.threads, args.set, malloc[fw], dispatch[fw],
+                                  wait[fw])
                     runs[fw].append(r)
                     print(f"  {dataset:8} {method:5} {fw:9} {r['tokens_per_s']:9.1f} tok/s  {r['train_s']:7.1f} s  "
                           f"peak RSS {r['peak_rss_mb']:6.0f} MB (training {r['train_peak_rss_mb'] or 0:6.0f})  "

@@ -507,10 +507,12 @@ def model_list() -> None:
 def main() -> None:
     from lorasafe.pipeline.workers import prepare_interpreter
 
-    # Spin-waiting threads stall shared small machines (several processes on the same cores). Its price for one
-    # process alone on its cores: a mini-build step took 1.48-1.55 s instead of 0.98-1.32 s with libgomp's default
-    # (2 cores, interleaved runs), so `mini build`, one process that has the cores to itself for 40 minutes or more,
-    # keeps the default. OMP_WAIT_POLICY set in the environment wins.
+    # Spin-waiting threads stall shared small machines (several processes on the same cores): two 2-thread mini-model
+    # trainings at once on 2 cores ran at 4,200 tokens/s each under PASSIVE and 112-123 under libgomp's default
+    # (bench/train_throughput.py's child, 2026-12-04). Its price for one process alone on its cores: mini-model
+    # training 1.23x slower (SmolLM2-135M 1.03x), a mini-build step 1.48-1.55 s instead of 0.98-1.32 s (2 cores,
+    # interleaved runs), so `mini build`, one process that has the cores to itself for 20-40 minutes, keeps the
+    # default. OMP_WAIT_POLICY set in the environment wins.
     args = sys.argv[1:]
     mini_build = "mini" in args and args[args.index("mini") + 1:args.index("mini") + 2] == ["build"]
     if not mini_build:
