@@ -42,7 +42,9 @@ def _fused_linear_ce():
             need_b = bias is not None and bias.requires_grad
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             grad_h = torch.empty_like(hidden) if need_h else None
-            grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+            # The head's weight gradient (vocabulary x hidden) is written by the first chunk's matmul and summed
+            # into by the others: no zero-filled buffer (6% of a SmolLM2-135M full fine-tuning step was fills).
+            grad_w = None
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
             for s in range(0, hidden.shape[0], chunk):
                 h, t = hidden[s:s + chunk], targets[s:s + chunk]
@@ -57,8 +59,11 @@ def _fused_linear_ce():
                 g = g.to(hidden.dtype)
                 if need_h:
                     grad_h[s:s + chunk] = g @ weight
-                if need_w:
-                    grad_w.addmm_(g.t().float(), h.float())  # no copies in fp32; fp32 sums for half weights
+                if need_w:  # no copies in fp32; fp32 sums for half weights
+                    if grad_w is None:
+                        grad_w = torch.mm(g.t().float(), h.float())
+                    else:
+                        grad_w.addmm_(g.t().float(), h.float())
                 if need_b:
                     grad_b += g.float().sum(0)
             ctx.save_for_backward(grad_h, grad_w, grad_b)
