@@ -179,7 +179,7 @@ def _trl(model, tokenizer, order, cfg, args, out):
 def run_child(dataset: str, method: str, framework: str, steps: int, threads: int, sets: list[str],
               malloc: str = "system", mkl_dispatch: str = "vendor", omp_wait: str = "PASSIVE") -> dict:
     from lorasafe.training.host_blas import shim_path
-    from lorasafe.training.host_memory import preload_env
+    from lorasafe.training.host_memory import preload_env, preloaded
 
     env = preload_env(malloc, {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": omp_wait,
                                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -191,7 +191,7 @@ def run_child(dataset: str, method: str, framework: str, steps: int, threads: in
         if shim is None:
             raise SystemExit("--mkl-dispatch isa / --trl-mkl-dispatch isa: no C compiler found to build the library "
                              "it preloads (training/host_blas.py); install one (apt-get install gcc).")
-        env["LD_PRELOAD"] = ":".join(x for x in (str(shim), env.get("LD_PRELOAD")) if x)
+        env = preloaded(env, str(shim))
     cmd = [sys.executable, __file__, "--child", "--framework", framework, "--dataset", dataset, "--method", method,
            "--steps", str(steps)] + [f"--set={x}" for x in sets]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)

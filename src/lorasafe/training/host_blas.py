@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from lorasafe.errors import LorasafeError
-from lorasafe.training.host_memory import reexec
+from lorasafe.training.host_memory import preloaded, reexec
 
 SHIM_NAME = "liblorasafe_mkl_isa.so"
 _SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
@@ -113,7 +113,6 @@ def restart_for(mode: str) -> None:
         raise LorasafeError("--mkl-dispatch isa (or LORASAFE_MKL_DISPATCH=isa): no C compiler was found to build "
                             "the one-function library it preloads (or compiling failed). Install one (Debian/"
                             "Ubuntu: apt-get install gcc), or run with --mkl-dispatch vendor.")
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(x for x in (str(shim), env.get("LD_PRELOAD")) if x)
+    env = preloaded(os.environ, str(shim))
     env[_RESTARTED] = "1"
     reexec(env)

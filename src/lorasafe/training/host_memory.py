@@ -59,6 +59,13 @@ def allocator() -> str:
     return next((name for name, (lib, _) in MALLOCS.items() if f"lib{lib}." in maps), "system")
 
 
+def preloaded(env: Mapping[str, str], library: str) -> dict[str, str]:
+    """`env` with `library` first in LD_PRELOAD (what was preloaded before stays, after it)."""
+    out = dict(env)
+    out["LD_PRELOAD"] = ":".join(x for x in (library, env.get("LD_PRELOAD")) if x)
+    return out
+
+
 def preload_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
     """`env` with malloc `name` preloaded into the processes started with it ("system": unchanged)."""
     if name == "system":
@@ -72,8 +79,7 @@ def preload_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
             f"--malloc {name} (or LORASAFE_MALLOC={name}): lib{lib} was not found"
             f"{'' if sys.platform.startswith('linux') else ' (Linux only)'}. Install it (Debian/Ubuntu: "
             f"apt-get install {package}; `make install` does so when run as root), or run with --malloc system.")
-    out = dict(env)
-    out["LD_PRELOAD"] = ":".join(x for x in (found, env.get("LD_PRELOAD")) if x)
+    out = preloaded(env, found)
     # tcmalloc reports allocations over 1 GiB on stderr by default: a real model's weights, at every load.
     out.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
     return out

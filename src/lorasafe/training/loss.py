@@ -43,7 +43,7 @@ def _fused_linear_ce():
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             grad_h = torch.empty_like(hidden) if need_h else None
             # The head's weight gradient (vocabulary x hidden) is written by the first chunk's matmul and summed
-            # into by the others: no zero-filled buffer (6% of a SmolLM2-135M full fine-tuning step was fills).
+            # into by the others: no zero-filled buffer (113 MB filled every step on SmolLM2-135M).
             grad_w = None
             grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
             for s in range(0, hidden.shape[0], chunk):
