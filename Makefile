@@ -36,19 +36,23 @@ test: $(VENV)/.installed system-packages
 
 # Debian packages, installed here when we are root with apt-get (CI, GPU boxes); anywhere else this only says
 # how, never failing the install. bubblewrap: code scoring runs model-written code inside it (scoring/sandbox.py)
-# and refuses to run until bwrap is there (or scoring.code.unsafe is set). tcmalloc: `lorasafe --malloc
-# tcmalloc` (training/host_memory.py), which refuses until it is there.
+# and refuses to run until bwrap is there (or scoring.code.unsafe is set). tcmalloc, jemalloc: `lorasafe --malloc
+# tcmalloc|jemalloc` (training/host_memory.py), which refuses until its library is there.
 HAVE_BWRAP := command -v bwrap >/dev/null 2>&1
 HAVE_TCMALLOC := { ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal; }
-APT_PACKAGES := bubblewrap libtcmalloc-minimal4
+HAVE_JEMALLOC := { ldconfig -p 2>/dev/null | grep -q libjemalloc; }
+APT_PACKAGES := bubblewrap libtcmalloc-minimal4 libjemalloc2
 system-packages:
-	@{ $(HAVE_BWRAP) && $(HAVE_TCMALLOC); } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	@{ $(HAVE_BWRAP) && $(HAVE_TCMALLOC) && $(HAVE_JEMALLOC); } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  { apt-get install -y -q $(APT_PACKAGES) >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(APT_PACKAGES) >/dev/null 2>&1; }; }; } || true
 	@$(HAVE_BWRAP) || echo "note: bubblewrap (bwrap) is not installed and could not be installed here: code" \
 	  "scoring will refuse to run until it is (apt-get install bubblewrap), or set scoring.code.unsafe: true"
 	@$(HAVE_TCMALLOC) || echo "note: tcmalloc is not installed and could not be installed here: lorasafe" \
 	  "--malloc tcmalloc will refuse to run until it is (apt-get install libtcmalloc-minimal4)"
+	@$(HAVE_JEMALLOC) || echo "note: jemalloc is not installed and could not be installed here: lorasafe" \
+	  "--malloc jemalloc will refuse to run until it is (apt-get install libjemalloc2)"
 
 clean:
 	rm -rf $(VENV) runs

@@ -18,7 +18,8 @@ middle layers) and `smollm2` (SmolLM2-135M-Instruct and the refusal data of conf
 
 Usage (a bench/dev requirement, not a lorasafe dependency): pip install trl==1.16.0 datasets==5.2.0
   python bench/train_throughput.py [--dataset mini smollm2] [--method lora full] [--pairs 3] [--steps N]
-                                   [--threads 2] [--set packing=true ...] [--malloc tcmalloc] [--trl-malloc tcmalloc]
+                                   [--threads 2] [--set packing=true ...]
+                                   [--malloc tcmalloc|jemalloc] [--trl-malloc tcmalloc|jemalloc]
                                    [--mkl-dispatch isa] [--trl-mkl-dispatch isa]
                                    [--omp-wait default] [--trl-omp-wait default]
 `--malloc` runs lorasafe's side on the malloc `lorasafe --malloc` would give it (training/host_memory.py);
@@ -210,8 +211,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a training option for lorasafe's side, e.g. --set packing=true (repeatable)")
-    ap.add_argument("--malloc", default="system", help="lorasafe's side's malloc (system, tcmalloc)")
-    ap.add_argument("--trl-malloc", default="system", help="TRL's side's malloc (system, tcmalloc)")
+    ap.add_argument("--malloc", default="system", help="lorasafe's side's malloc (system, tcmalloc, jemalloc)")
+    ap.add_argument("--trl-malloc", default="system", help="TRL's side's malloc (system, tcmalloc, jemalloc)")
     ap.add_argument("--mkl-dispatch", default="vendor", choices=["vendor", "isa"],
                     help="how MKL picks kernels on lorasafe's side (isa: as the lorasafe command does on AMD)")
     ap.add_argument("--trl-mkl-dispatch", default="vendor", choices=["vendor", "isa"],

@@ -72,9 +72,10 @@ def _log(msg: str) -> None:
 
 @app.callback()
 def _process(malloc: str = typer.Option(
-        "system", "--malloc", envvar="LORASAFE_MALLOC", metavar="system|tcmalloc",
-        help="the process's malloc: tcmalloc (Linux, libtcmalloc-minimal4) lowers CPU training's peak memory at "
-             "the same speed; the command restarts itself once with it preloaded"),
+        "system", "--malloc", envvar="LORASAFE_MALLOC", metavar="system|tcmalloc|jemalloc",
+        help="the process's malloc: tcmalloc (Linux, libtcmalloc-minimal4) or jemalloc (libjemalloc2) lowers CPU "
+             "training's peak memory (jemalloc more on small models, tcmalloc faster on larger ones); the "
+             "command restarts itself once with it preloaded"),
              mkl_dispatch: str = typer.Option(
         "vendor", "--mkl-dispatch", envvar="LORASAFE_MKL_DISPATCH", metavar="auto|isa|vendor",
         help="how Intel's MKL (PyTorch's CPU matmuls) picks kernels: isa = by instruction set on any CPU (AVX2 "

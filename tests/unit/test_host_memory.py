@@ -7,7 +7,7 @@ import ctypes.util
 import pytest
 import torch
 
-from lorasafe.training.host_memory import _mallopt, host_memory
+from lorasafe.training.host_memory import MALLOCS, _mallopt, host_memory
 
 glibc = pytest.mark.skipif(_mallopt() is None, reason="glibc only")
 
@@ -92,9 +92,13 @@ def test_host_memory_is_not_part_of_a_runs_identity():
     assert config_hash(ExperimentConfig(training={"host_memory": "release"})) == config_hash(ExperimentConfig())
 
 
-# `lorasafe --malloc tcmalloc`: the process restarts once with tcmalloc preloaded.
-tcmalloc = pytest.mark.skipif(ctypes.util.find_library("tcmalloc_minimal") is None,
-                              reason="libtcmalloc-minimal4 is not installed (`make install` installs it as root)")
+# `lorasafe --malloc tcmalloc|jemalloc`: the process restarts once with the library preloaded.
+def _installed(name: str):
+    lib, package = MALLOCS[name]
+    missing = ctypes.util.find_library(lib) is None
+    return pytest.param(name, marks=pytest.mark.skipif(
+        missing, reason=f"{package} is not installed (`make install` installs it as root)"))
+
 
 _RESTART = """
 import sys
@@ -115,10 +119,10 @@ def _restart(name: str) -> list[str]:
     return out.stdout.splitlines()
 
 
-@tcmalloc
-def test_malloc_tcmalloc_restarts_the_process_once_on_tcmalloc():
-    # "start" twice: one restart, not a loop; release is glibc's and says it was not applied under tcmalloc
-    assert _restart("tcmalloc") == ["start", "start", "tcmalloc | keep (release needs glibc's malloc, not tcmalloc)"]
+@pytest.mark.parametrize("name", [_installed("tcmalloc"), _installed("jemalloc")])
+def test_malloc_option_restarts_the_process_once_on_that_malloc(name):
+    # "start" twice: one restart, not a loop; release is glibc's and says it was not applied under another malloc
+    assert _restart(name) == ["start", "start", f"{name} | keep (release needs glibc's malloc, not {name})"]
     released = "release" if _mallopt() else "keep (release needs glibc)"
     assert _restart("system") == ["start", f"system | {released}"]
 
@@ -130,8 +134,10 @@ def test_malloc_without_its_library_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     with pytest.raises(LorasafeError, match="apt-get install libtcmalloc-minimal4"):
         preload_env("tcmalloc", {})
-    with pytest.raises(LorasafeError, match="choose one of: system, tcmalloc"):
+    with pytest.raises(LorasafeError, match="apt-get install libjemalloc2"):
         preload_env("jemalloc", {})
+    with pytest.raises(LorasafeError, match="choose one of: system, tcmalloc, jemalloc"):
+        preload_env("mimalloc", {})
     assert preload_env("system", {"A": "1"}) == {"A": "1"}
 
 

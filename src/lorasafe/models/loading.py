@@ -182,7 +182,3 @@ def resolve_device(device: str) -> str:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one GPU per data-parallel process (accelerate launch)
             return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise LorasafeError("model.device is cuda but torch sees no CUDA device; use model.device=auto or cpu, "
-                            "or install a CUDA build of torch.")
-    return device

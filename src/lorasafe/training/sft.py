@@ -11,8 +11,8 @@ completion positions only, in chunks; micro-batches can be packed without paddin
 is fused where the device allows (optimizer.py); the host reads the loss once per optimiser step (one
 sync for the NaN guard, the log and `on_step`), never per micro-batch; on CUDA the next micro-batches
 are built on a background thread (loader.py); on a CPU, `host_memory: release` returns freed activations
-to the operating system at once, and `lorasafe --malloc tcmalloc` runs on a malloc that fragments less
-(host_memory.py).
+to the operating system at once, and `lorasafe --malloc tcmalloc|jemalloc` runs on a malloc that fragments
+less (host_memory.py).
 """
 
 from __future__ import annotations
