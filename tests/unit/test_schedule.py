@@ -20,7 +20,7 @@ def _lrs(scheduler, steps):
 
 
 @pytest.mark.parametrize("kind", sorted(NAMES))
-@pytest.mark.parametrize("warmup_ratio", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("warmup_ratio", [0.0, 0.1, 0.5, 0.9])  # 0.9 of 1 step: warm-up == total
 @pytest.mark.parametrize("total", [1, 7, 28, 313])
 def test_every_learning_rate_equals_transformers(kind, warmup_ratio, total):
     cfg = TrainingConfig(scheduler=kind, warmup_ratio=warmup_ratio, learning_rate=3e-3)

@@ -25,10 +25,11 @@ restarts itself once with the library preloaded (Intel's PyTorch launcher does t
 Measured on SmolLM2-135M (CPU, 2 threads, 8 steps, single runs): full fine-tuning peak RSS 3,067-3,177 MB
 under tcmalloc against 3,413-3,525 MB under glibc, LoRA 1,462 against 1,648-1,687 MB, at the same tokens/s
 (identical losses). jemalloc (`--malloc jemalloc`, Debian's libjemalloc2) hands freed pages back to the system
-over time instead: the lowest peak on small models, whose peak tcmalloc barely moves (the mini model's full
-fine-tuning 570-579 MB against 594-600 MB on glibc, LoRA 497-499 against 509-513), for the page faults of
-taking them again (2.5-3x glibc's; that training 8% slower, LoRA 2%, 4 alternating pairs); on SmolLM2 full
-fine-tuning 3,085-3,118 MB at 0-3% less speed, LoRA 1,489 MB at 5-9% less.
+over time instead: the lowest peak on small models, whose peak tcmalloc barely moves (bench medians,
+docs/training-speed/2026-12-04b-*: the mini model's full fine-tuning 568-576 MB against 595-600 MB on glibc,
+LoRA 497-498 against 510), for the page faults of taking them again (2.5-3x glibc's; that training 8% slower,
+LoRA 2%, 4 alternating pairs, 2026-12-04b-malloc-ab.log); on SmolLM2 full fine-tuning 3,086 MB against 3,401,
+at 0-3% less speed, LoRA 1,490 against 1,697 at 5-9% less.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def host_memory(mode: str, device_type: str) -> Iterator[str]:
         yield "keep"
         return
     running = allocator()
-    if running != "system":  # its mallopt is a stub that reports success
+    # tcmalloc's mallopt is a stub that reports success; under jemalloc glibc's tunes an arena nothing allocates from
+    if running != "system":
         yield f"keep (release needs glibc's malloc, not {running})"
         return
     fn = _mallopt()

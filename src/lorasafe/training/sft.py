@@ -54,16 +54,19 @@ def _checkpoints(root: Path) -> list[Path]:
 def _lr_factor(step: int, *, kind: str, warmup: int, total: int) -> float:
     """The learning rate's multiplier at `step`: transformers' `get_scheduler` formulas for "cosine", "linear" and
     "constant_with_warmup", term for term. Written out because importing them brings transformers' Trainer
-    utilities and PEFT into the process (90-140 ms and 8 MB inside `train()` for full fine-tuning, where nothing
-    else loads PEFT); tests/unit/test_schedule.py holds every value equal to transformers'."""
+    utilities and PEFT into the process (90-140 ms inside `train()` for full fine-tuning, where nothing else
+    loads PEFT, and 8-12 MB of the mini model's peak); tests/unit/test_schedule.py holds every value equal to
+    transformers'."""
     if step < warmup:
         return float(step) / float(max(1, warmup))
     if kind == "constant":
         return 1.0
     if kind == "linear":
         return max(0.0, float(total - step) / float(max(1, total - warmup)))
-    progress = float(step - warmup) / float(max(1, total - warmup))
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))  # half a cosine wave, as theirs
+    if kind == "cosine":
+        progress = float(step - warmup) / float(max(1, total - warmup))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))  # half a cosine wave, as theirs
+    raise ValueError(f"unknown learning-rate schedule {kind!r}: cosine, linear or constant")
 
 
 def _schedule(optimizer: Any, cfg: TrainingConfig, total: int) -> Any:
