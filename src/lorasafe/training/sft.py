@@ -9,10 +9,11 @@ fine-tuning: the method strategy decides what is trainable and how it is saved.
 Where the time goes, and what the loop does about it: the loss (training/loss.py) runs the LM head on
 completion positions only, in chunks; micro-batches can be packed without padding (examples.py); AdamW
 is fused where the device allows (optimizer.py); the host reads the loss once per optimiser step (one
-sync for the NaN guard, the log and `on_step`), never per micro-batch; on CUDA the next micro-batches
-are built on a background thread (loader.py); on a CPU, `host_memory: release` returns freed activations
-to the operating system at once, and `lorasafe --malloc tcmalloc|jemalloc` runs on a malloc that fragments
-less (host_memory.py).
+sync for the NaN guard, the log and `on_step`), never per micro-batch; the forward does not keep for the
+backward what one element-wise op recomputes from tensors it keeps anyway (SwiGLU's and RMSNorm's,
+activations.py); on CUDA the next micro-batches are built on a background thread (loader.py); on a CPU,
+`host_memory: release` returns freed activations to the operating system at once, and `lorasafe --malloc
+tcmalloc|jemalloc` runs on a malloc that fragments less (host_memory.py).
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ class SFTTrainer:
         import torch
 
         from lorasafe.training import accel
+        from lorasafe.training.activations import saved_activations
         from lorasafe.training.host_blas import active as mkl_dispatch
         from lorasafe.training.host_memory import allocator, host_memory
         from lorasafe.training.loss import CompletionLoss
@@ -192,6 +194,7 @@ class SFTTrainer:
                  "master_weights": master is not None or bool(self.sharded and self.sharded.masters),
                  "checkpointing": checkpointing, "malloc": allocator(), "mkl_dispatch": mkl_dispatch(),
                  "compile": cfg.compile}
+        saved, setup["saved_activations"] = saved_activations(cfg.saved_activations, cfg.compile)
         self.model.train()
         bar = None
         if self.progress and self.ranks.main:
@@ -202,7 +205,8 @@ class SFTTrainer:
         try:
             with host_memory(cfg.host_memory, device.type) as applied:
                 setup["host_memory"] = applied
-                step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log)
+                step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log,
+                                             saved)
         finally:
             if bar:
                 bar.close()
@@ -251,7 +255,8 @@ class SFTTrainer:
             "run again into a new output directory (--out); nothing written so far is removed."
         )
 
-    def _loop(self, step, optimizer, scheduler, master, loss_fn, device, bar, log) -> tuple[int, float | None]:
+    def _loop(self, step, optimizer, scheduler, master, loss_fn, device, bar, log,
+              saved) -> tuple[int, float | None]:
         import torch
 
         from lorasafe.training import accel
@@ -272,7 +277,7 @@ class SFTTrainer:
                     for batch, n_targets, weight in group:
                         if batch is None:  # data-parallel: this process's share of the micro-batch is empty
                             continue
-                        with accel.autocast(self.cfg, device.type):
+                        with accel.autocast(self.cfg, device.type), saved():
                             if self.sharded:
                                 loss = self.sharded.loss(batch.to(device), n_targets) * (weight / len(group))
                                 part = loss.detach().float() / self.ranks.world  # the loss without FSDP's scaling
