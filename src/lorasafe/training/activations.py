@@ -12,26 +12,33 @@ from tensors the same graph keeps anyway. `lean` (the default) stores a recipe f
 
 The backward recomputes such a tensor when its first reader asks, from the factors its creator kept, and
 drops it after its last reader (a norm's output has three: q, k and v); a view of a whole such tensor (a
-linear layer reads its 3-D input as 2-D) is the view of the recomputed one. The same kernel on the same
-inputs gives the same bits, so gradients are bit-identical (tests/unit/test_activations.py holds them so
-for Qwen2, Llama and Qwen3, LoRA and full fine-tuning). What it saves per decoder layer in full fine-tuning:
-2 of SwiGLU's 4 intermediate-sized tensors and both RMSNorms' normalised and output states (with LoRA on frozen
-weights, the SiLU's output); what it costs: element-wise ops in the backward (per layer 6 in full fine-tuning,
-1 with LoRA on frozen weights) and a Python call per saved tensor.
+linear layer reads its 3-D input as 2-D) is the view of the recomputed one. Only tensors never written in
+place are recomputed (version 0), since their op's inputs give their value. The same kernel on the same
+inputs gives the same bits, so gradients are bit-identical (tests/unit/test_activations.py holds them so on
+a CPU in fp32 for Qwen2, Llama and Qwen3, LoRA and full fine-tuning; nothing of it has run on a GPU). What it
+saves per decoder layer in full fine-tuning: 2 of SwiGLU's 4 intermediate-sized tensors and both RMSNorms'
+normalised and output states (with LoRA on frozen weights, the SiLU's output); what it costs: element-wise
+ops in the backward (per layer 6 in full fine-tuning, 1-2 with LoRA) and a Python call per saved tensor.
+
+Where it differs from autograd, outside the trainer's one backward per forward: a recomputed tensor written
+in place after a reader saved it (autograd refuses that backward) gives the reader the value it read (a stored
+one raises autograd's error, checked here since hooks turn autograd's check off); and a recomputed
+tensor can no longer be read once its creator's backward has run, so a second backward that reaches it
+through another graph sharing that creator fails as a backward through a freed graph does.
 
 Measured on a 2-core AMD EPYC (2026-12-04, losses bit-identical; docs/training-speed/2026-12-04c-*): the
 saved tensors of a forward of 8 x 60 tokens, mini model, full fine-tuning, 45 MB against 73 (SmolLM2-135M, 8 x
 72: 951 MB against 1,306); bench/train_throughput.py's medians, peak RSS: the mini model's full fine-tuning 555
 MB against 592, LoRA 504-505 against 511, SmolLM2's full fine-tuning 3,204 against 3,394-3,424 earlier that
-day. Speed: the mini model's full fine-tuning 3-7% slower (alternated single runs), SmolLM2's about 1% (bench
-medians against those of earlier that day).
+day (alternated single runs: 3,167-3,219 against 3,401-3,474). Speed: the mini model's full fine-tuning 3-8%
+slower in 11 of 13 alternated pairs (hooks that store everything: 1-2%), SmolLM2's 0.5-3%, its LoRA 1.6%.
 
 Hand-written on torch's saved-tensor hooks (the mechanism PyTorch provides for changing what autograd
 stores) because the alternatives cost more: selective activation checkpointing (`gradient_checkpointing:
 selective`) recomputes every element-wise op through a dispatch mode (44% slower on the mini model), and
 Liger's SwiGLU and RMSNorm kernels replace module forwards (and need a GPU). Not under `training.compile`:
 a compiled decoder saves its graph's own tensors (its partitioner already chooses what to recompute), so no SiLU
-or product node is left for the hooks to find (measured: none on a compiled tiny Qwen2).
+or product node is left for the hooks to find (measured: none on a compiled 2-layer Qwen2, 56 saved tensors).
 
 Must not import the trainer, data or pipeline modules.
 """
@@ -41,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 class _Recomputed:
@@ -75,7 +82,8 @@ class LeanActivations:
         self.stored = self.recomputed = 0  # saved-tensor slots of each kind, for tests and curiosity
 
     def pack(self, t: Any) -> Any:
-        if t.grad_fn is not None:
+        # Only tensors never written in place since their op made them (version 0): the op's inputs give their value
+        if t.grad_fn is not None and t._version == 0:
             base = t._base
             if base is None:
                 recipe = self._recipe(t)
@@ -91,7 +99,17 @@ class LeanActivations:
                     self.recomputed += 1
                     return _ViewOf(recipe, t.shape)
         self.stored += 1
-        return t
+        # Detached, as PyTorch's notes on these hooks advise: autograd gives the unpacked tensor its grad_fn back,
+        # and a saved output kept with its grad_fn would be a cycle through C++ that only a backward breaks
+        # (pytorch/pytorch#153049). The version goes along because hooks turn off autograd's own check that a
+        # saved tensor was not written in place since.
+        return t.detach(), t._version
+
+    def forward_done(self) -> None:
+        """Forget which tensor has which recipe: only a forward saves tensors, and the table would otherwise hold a
+        cycle (recipes -> their creators' saved tensors -> these hooks -> the table) that keeps a graph nobody runs
+        backward through alive."""
+        self._recipes.clear()
 
     def _recipe(self, t: Any) -> _Recomputed | None:
         known = self._recipes.get(id(t))
@@ -117,7 +135,14 @@ class LeanActivations:
             return self._read(packed)
         if type(packed) is _ViewOf:
             return self._read(packed.whole).reshape(packed.shape)
-        return packed
+        t, version = packed
+        if t._version != version:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an inplace operation: "
+                f"[{t.type()} {list(t.shape)}] is at version {t._version}; expected version {version} instead "
+                "(training.saved_activations: lean saved it). Write that tensor out of place, or find the op with "
+                "torch.autograd.set_detect_anomaly(True) and training.saved_activations: all.")
+        return t
 
     def _read(self, recipe: _Recomputed) -> Any:
         inside = getattr(self._inside, "depth", 0)
@@ -145,8 +170,13 @@ def saved_activations(mode: str, compiled: bool = False) -> tuple[Callable[[], A
         return contextlib.nullcontext, "all (compile: the compiled graph chooses what it keeps)"
     import torch
 
-    def lean() -> Any:
+    @contextlib.contextmanager
+    def lean() -> Iterator[LeanActivations]:
         hooks = LeanActivations()
-        return torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack)
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack):
+                yield hooks
+        finally:
+            hooks.forward_done()
 
     return lean, "lean"
