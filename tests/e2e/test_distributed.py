@@ -150,6 +150,9 @@ def sharded(tmp_path_factory):
 
 def test_fsdp_full_fine_tuning_takes_the_steps_one_process_takes(sharded):
     tmp, _, two = sharded
+    setup = lambda out: json.loads((out / "stages" / "train.json").read_text())["setup"]  # noqa: E731
+    assert setup(tmp / "one")["saved_activations"] == "lean"
+    assert setup(tmp / "two")["saved_activations"].startswith("all (FSDP")  # training/activations.py: why
     a, b = _losses(tmp / "one"), _losses(tmp / "two")
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
     assert a[0] != a[-1]

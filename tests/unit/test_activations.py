@@ -210,11 +210,12 @@ def test_trainer_runs_lean_by_default_with_the_losses_and_weights_of_all(tiny_to
     assert all(torch.equal(lean_w[k], all_w[k]) for k in all_w)
 
 
-def test_compile_keeps_everything_and_the_choice_is_not_a_runs_identity():
+def test_compile_and_fsdp_keep_everything_and_the_choice_is_not_a_runs_identity():
     from lorasafe.config.loader import config_hash
     from lorasafe.config.schema import ExperimentConfig
 
     assert saved_activations("lean", compiled=True)[1].startswith("all")
+    assert saved_activations("lean", sharded=True)[1].startswith("all (FSDP")
     assert saved_activations("all")[1] == "all" and saved_activations("lean")[1] == "lean"
     assert TrainingConfig().saved_activations == "lean" and "saved_activations" not in TrainingConfig().model_dump()
     assert config_hash(ExperimentConfig(training={"saved_activations": "all"})) == config_hash(ExperimentConfig())

@@ -31,7 +31,7 @@ saved tensors of a forward of 8 x 60 tokens, mini model, full fine-tuning, 45 MB
 72: 951 MB against 1,306); bench/train_throughput.py's medians, peak RSS: the mini model's full fine-tuning 555
 MB against 592, LoRA 504-505 against 511, SmolLM2's full fine-tuning 3,204 against 3,394-3,424 earlier that
 day (alternated single runs: 3,167-3,219 against 3,401-3,474). Speed: the mini model's full fine-tuning 3-8%
-slower in 11 of 13 alternated pairs (hooks that store everything: 1-2%), SmolLM2's 0.5-3%, its LoRA 1.6%.
+slower in 12 of 14 alternated pairs (hooks that store everything: 1-2%), SmolLM2's 0.5-3%, its LoRA 1.6%.
 
 Hand-written on torch's saved-tensor hooks (the mechanism PyTorch provides for changing what autograd
 stores) because the alternatives cost more: selective activation checkpointing (`gradient_checkpointing:
@@ -39,6 +39,10 @@ selective`) recomputes every element-wise op through a dispatch mode (44% slower
 Liger's SwiGLU and RMSNorm kernels replace module forwards (and need a GPU). Not under `training.compile`:
 a compiled decoder saves its graph's own tensors (its partitioner already chooses what to recompute), so no SiLU
 or product node is left for the hooks to find (measured: none on a compiled 2-layer Qwen2, 56 saved tensors).
+Not under FSDP (training/sharding.py) either: in two-process CPU runs of the test suite's FSDP configuration, the
+second process aborted after training (SIGABRT, glibc heap corruption or std::terminate, as it exited) once in
+the test suite and once in 50 runs beside another such run, and never in 50 runs without lean; the cause was
+not found, and FSDP has not run on GPUs, so lean stays off there.
 
 Must not import the trainer, data or pipeline modules.
 """
@@ -161,13 +165,16 @@ class LeanActivations:
         return value
 
 
-def saved_activations(mode: str, compiled: bool = False) -> tuple[Callable[[], Any], str]:
-    """(a context factory to run each forward in, what applies): "lean" unless `mode` is "all" or the decoder is
-    compiled (its graph chooses what it keeps: the hooks would only cost their calls)."""
+def saved_activations(mode: str, compiled: bool = False, sharded: bool = False) -> tuple[Callable[[], Any], str]:
+    """(a context factory to run each forward in, what applies): "lean" unless `mode` is "all", the decoder is
+    compiled (its graph chooses what it keeps: the hooks would only cost their calls) or FSDP shards the model
+    (see the module docstring)."""
     if mode != "lean":
         return contextlib.nullcontext, "all"
     if compiled:
         return contextlib.nullcontext, "all (compile: the compiled graph chooses what it keeps)"
+    if sharded:
+        return contextlib.nullcontext, "all (FSDP: lean is not used there)"
     import torch
 
     @contextlib.contextmanager

@@ -194,7 +194,7 @@ class SFTTrainer:
                  "master_weights": master is not None or bool(self.sharded and self.sharded.masters),
                  "checkpointing": checkpointing, "malloc": allocator(), "mkl_dispatch": mkl_dispatch(),
                  "compile": cfg.compile}
-        saved, setup["saved_activations"] = saved_activations(cfg.saved_activations, cfg.compile)
+        saved, setup["saved_activations"] = saved_activations(cfg.saved_activations, cfg.compile, self.ranks.sharded)
         self.model.train()
         bar = None
         if self.progress and self.ranks.main:
