@@ -260,8 +260,7 @@ class TrainingConfig(OmitAtDefault):
         "recomputed in the backward instead of stored; bit-identical gradients (measured on CPU, fp32). Full "
         "fine-tuning's peak memory -6% on the mini model, costing 3-8% of its speed, -6% on SmolLM2-135M, costing "
         "0.5-3% (training/activations.py); not used with compile, whose graph chooses what it keeps, nor under FSDP. "
-        "all: "
-        "autograd stores everything it reads"))
+        "all: autograd stores everything it reads"))
     host_memory: Literal["keep", "release"] = Field("keep", description=(
         "release: while training on a CPU (glibc), tensors of 1 MiB and more are mapped and handed back to the "
         "operating system when freed, instead of staying in the heap. The same numbers; measured on SmolLM2-135M "
