@@ -75,6 +75,14 @@ class _ViewOf:
         self.whole, self.shape = whole, shape
 
 
+def _whole_base(t: Any) -> Any:
+    """The tensor `t` views the whole of, in the same order (a linear layer's 2-D view of its 3-D input), or None."""
+    base = t._base
+    whole = (t.is_contiguous() and base.is_contiguous() and t.numel() == base.numel()
+             and t.storage_offset() == base.storage_offset() and base.grad_fn is not None)
+    return base if whole else None
+
+
 class LeanActivations:
     """The saved-tensor hooks of one forward (`pack`, `unpack`); see the module docstring."""
 
@@ -88,20 +96,12 @@ class LeanActivations:
     def pack(self, t: Any) -> Any:
         # Only tensors never written in place since their op made them (version 0): the op's inputs give their value
         if t.grad_fn is not None and t._version == 0:
-            base = t._base
-            if base is None:
-                recipe = self._recipe(t)
-                if recipe is not None:
-                    recipe.readers += 1
-                    self.recomputed += 1
-                    return recipe
-            elif (t.is_contiguous() and base.is_contiguous() and t.numel() == base.numel()
-                  and t.storage_offset() == base.storage_offset() and base.grad_fn is not None):
-                recipe = self._recipe(base)
-                if recipe is not None:
-                    recipe.readers += 1
-                    self.recomputed += 1
-                    return _ViewOf(recipe, t.shape)
+            whole = t if t._base is None else _whole_base(t)
+            recipe = self._recipe(whole) if whole is not None else None
+            if recipe is not None:
+                recipe.readers += 1
+                self.recomputed += 1
+                return recipe if whole is t else _ViewOf(recipe, t.shape)
         self.stored += 1
         # Detached, as PyTorch's notes on these hooks advise: autograd gives the unpacked tensor its grad_fn back,
         # and a saved output kept with its grad_fn would be a cycle through C++ that only a backward breaks
