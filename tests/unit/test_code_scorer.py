@@ -212,6 +212,18 @@ def test_a_pass_is_the_tests_verdict_with_both_sandboxes_reported():
     assert ran.tests.isolation == ran.solution.isolation == "bwrap" and ran.tests.returncode == 0
 
 
+@needs_sandbox
+def test_what_a_stopped_solution_printed_before_answering_is_reported():
+    # A thread that outlives the call keeps the solution's process up after the tests end, so it is
+    # killed rather than exiting (which would flush): its printing reaches us only if flushed first.
+    code = ("import threading, time\nprint('loaded')\n"
+            "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+            "def add(a, b):\n    print('called', a, b)\n    return 0")
+    ran = run_tests(build_programs(code, ADD), SandboxLimits(timeout_s=10))
+    assert ran.status == "failed" and ran.solution.stopped, ran
+    assert ran.solution.stdout.split() == ["loaded", "called", "2", "3"]
+
+
 def test_without_a_sandbox_scoring_refuses_unless_unsafe(monkeypatch):
     monkeypatch.setattr(sandbox, "isolation", lambda: Isolation("none", "bubblewrap (`bwrap`) is not installed"))
     answer = rec(fenced("def add(a, b):\n    return a + b"))

@@ -130,8 +130,18 @@ def answer(request):
         return {"value": encode(value)}
     except NotPlain as exc:
         return {"refused": str(exc)}
+def flush_output():
+    # The solution is killed once the tests end, which loses what its buffered stdout/stderr still
+    # hold; flushed before each answer, what it printed up to that answer is always reported.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
 for line in calls:
-    answers.write(json.dumps(answer(json.loads(line))).encode() + b"\n")
+    reply = json.dumps(answer(json.loads(line))).encode() + b"\n"
+    flush_output()
+    answers.write(reply)
     answers.flush()
 '''
 
