@@ -21,15 +21,16 @@ Usage (a bench/dev requirement, not a lorasafe dependency): pip install trl==1.1
                                    [--threads 2] [--set packing=true ...]
                                    [--malloc tcmalloc|jemalloc] [--trl-malloc tcmalloc|jemalloc]
                                    [--mkl-dispatch isa] [--trl-mkl-dispatch isa]
-                                   [--omp-wait default] [--trl-omp-wait default]
+                                   [--omp-wait lorasafe|PASSIVE|ACTIVE|default] [--trl-omp-wait ...]
 `--malloc` runs lorasafe's side on the malloc `lorasafe --malloc` would give it (training/host_memory.py);
 `--trl-malloc` gives TRL's side one too, to see how much of a difference is the malloc's. `--mkl-dispatch isa`
 runs lorasafe's side with MKL dispatching by instruction set, as the `lorasafe` command does by default on a
 non-Intel x86-64 CPU (training/host_blas.py); `--trl-mkl-dispatch isa` gives TRL's side the same. Both default
 to `vendor`: the two sides start as plain Python processes, with MKL's own rule. `--omp-wait` / `--trl-omp-wait`
-set each side's OpenMP wait policy: PASSIVE (the default here, and what the `lorasafe` command sets for every
-command but `mini build`), ACTIVE, or `default` (unset: libgomp spins a while before sleeping, which is what a
-plain Python script such as the official recipe's gets; lorasafe alone trained the mini model 1.23x faster so).
+set how each side's OpenMP threads wait: `lorasafe` (lorasafe's side's default: what the `lorasafe` command sets
+for every command but `mini build`, PASSIVE after a short libgomp spin, training/host_threads.py), PASSIVE (no
+spin; TRL's side's default), ACTIVE, or `default` (unset: libgomp spins some milliseconds before sleeping, which
+is what a plain Python script such as the official recipe's gets).
 Prints per run and then, per cell, the median ratios lorasafe / TRL (tokens/s, peak RSS), both final losses and
 whether the targets (tokens/s >= 1.5x, peak RSS <= 0.8x) are met.
 """
@@ -178,15 +179,18 @@ def _trl(model, tokenizer, order, cfg, args, out):
 
 
 def run_child(dataset: str, method: str, framework: str, steps: int, threads: int, sets: list[str],
-              malloc: str = "system", mkl_dispatch: str = "vendor", omp_wait: str = "PASSIVE") -> dict:
+              malloc: str = "system", mkl_dispatch: str = "vendor", omp_wait: str = "lorasafe") -> dict:
     from lorasafe.training.host_blas import shim_path
     from lorasafe.training.host_memory import preload_env, preloaded
+    from lorasafe.training.host_threads import settle_wait
 
-    env = preload_env(malloc, {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": omp_wait,
-                               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                               "PYTHONPATH": str(ROOT / "src")})
-    if omp_wait == "default":
-        del env["OMP_WAIT_POLICY"]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = preload_env(malloc, {**env, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
+                               "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT / "src")})
+    if omp_wait == "lorasafe":
+        settle_wait(env)
+    elif omp_wait != "default":
+        env["OMP_WAIT_POLICY"] = omp_wait
     if mkl_dispatch == "isa":
         shim = shim_path()
         if shim is None:
@@ -217,10 +221,11 @@ def main() -> None:
                     help="how MKL picks kernels on lorasafe's side (isa: as the lorasafe command does on AMD)")
     ap.add_argument("--trl-mkl-dispatch", default="vendor", choices=["vendor", "isa"],
                     help="how MKL picks kernels on TRL's side")
-    ap.add_argument("--omp-wait", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
-                    help="OpenMP wait policy on lorasafe's side (default: unset, libgomp's own)")
-    ap.add_argument("--trl-omp-wait", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
-                    help="OpenMP wait policy on TRL's side")
+    waits = ["lorasafe", "PASSIVE", "ACTIVE", "default"]
+    ap.add_argument("--omp-wait", default="lorasafe", choices=waits,
+                    help="how lorasafe's side's OpenMP threads wait (lorasafe: as the command sets, PASSIVE after a "
+                         "short spin; PASSIVE: no spin; default: unset, libgomp's own)")
+    ap.add_argument("--trl-omp-wait", default="PASSIVE", choices=waits, help="how TRL's side's OpenMP threads wait")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--framework", choices=["lorasafe", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -507,17 +507,16 @@ def model_list() -> None:
 
 def main() -> None:
     from lorasafe.pipeline.workers import prepare_interpreter
+    from lorasafe.training.host_threads import settle_wait
 
-    # Spin-waiting threads stall shared small machines (several processes on the same cores): two 2-thread mini-model
-    # trainings at once on 2 cores ran at 4,200 tokens/s each under PASSIVE and 112-123 under libgomp's default
-    # (bench/train_throughput.py's child, 2026-12-04). Its price for one process alone on its cores: mini-model
-    # training 1.23x slower (SmolLM2-135M 1.03x), a mini-build step 1.48-1.55 s instead of 0.98-1.32 s (2 cores,
-    # interleaved runs), so `mini build`, one process that has the cores to itself for 20-40 minutes, keeps the
-    # default. OMP_WAIT_POLICY set in the environment wins.
+    # OpenMP threads wait PASSIVE after a short spin (training/host_threads.py: spinning is fastest alone and
+    # ruinous when processes share cores), except in `mini build`, one process that has the cores to itself for
+    # 20-40 minutes: it keeps libgomp's default (a mini-build step 0.98-1.32 s against 1.48-1.55 s under PASSIVE,
+    # 2 cores, interleaved runs). An OMP_WAIT_POLICY set in the environment wins.
     args = sys.argv[1:]
     mini_build = "mini" in args and args[args.index("mini") + 1:args.index("mini") + 2] == ["build"]
     if not mini_build:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        settle_wait()
     # The command's default; the option's own ("vendor") is what in-process callers (tests' CliRunner) get, so that
     # nothing restarts the interpreter that called them. `mini build` keeps MKL's own rule: with it (and eager
     # training) two full-size builds of one seed were bit-identical, which is what reproducing the shipped model
@@ -537,6 +536,12 @@ def main() -> None:
         # stays one line, whole for grep and CI logs.
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
+    except SystemExit as e:  # typer's way of returning
+        if e.code in (None, 0):
+            from lorasafe.training.distributed import end_launched_process
+
+            end_launched_process()
+        raise
 
 
 if __name__ == "__main__":

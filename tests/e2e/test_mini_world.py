@@ -47,9 +47,11 @@ def test_study_runs_end_to_end_and_resumes(tmp_path):
               "judgments/mini-reasoning-eval.jsonl", "stages/train.json", "train/checkpoints/step-000003/weights"):
         assert (v / f).exists(), f
     from lorasafe.training.host_memory import allocator
+    from lorasafe.training.host_threads import wait_described
 
     setup = json.loads((v / "stages/train.json").read_text())["setup"]  # how training ran, for the record
     assert setup["head"] == "chunked fused linear CE" and setup["malloc"] == allocator() and setup["packing"] is False
+    assert setup["omp_wait"] == wait_described()
     recs = [json.loads(x) for x in (v / "generations/mini-harmful-eval.jsonl").read_text().splitlines()]
     assert len(recs) == 8 and {"id", "sample", "raw", "thinking", "answer", "truncated"} <= recs[0].keys()
     plot = tradeoff_plot(rows, tmp_path / "tradeoff.png", "t")

@@ -118,3 +118,33 @@ def test_an_error_is_one_unwrapped_line_and_brackets_in_it_are_not_markup(tmp_pa
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) > 80
     assert "'adapter.[/x]'" in err
+
+
+def test_a_launched_process_but_the_main_one_ends_without_the_teardown_once_its_command_succeeded(monkeypatch):
+    # Under `accelerate launch` a process other than the main one leaves by os._exit after its command succeeded
+    # (training/distributed.py, end_launched_process); the main one, a failed command and a process that was not
+    # launched as several leave the usual way.
+    import os
+    import sys
+
+    import pytest
+
+    from lorasafe import cli
+
+    class Ended(Exception):
+        pass
+
+    def ended(code):
+        raise Ended(code)
+
+    monkeypatch.setattr(os, "_exit", ended)
+    monkeypatch.setattr(sys, "argv", ["lorasafe", "data", "list"])
+    environ = dict(os.environ)
+    for world, rank, code, leaves in (("2", "1", 0, Ended), ("2", "0", 0, SystemExit), ("2", "1", 1, SystemExit),
+                                      ("1", "0", 0, SystemExit)):
+        # main sets the command's environment defaults: a copy of the environment keeps them out of later tests
+        monkeypatch.setattr(os, "environ", {**environ, "WORLD_SIZE": world, "RANK": rank})
+        monkeypatch.setattr(cli, "app", lambda: sys.exit(code))
+        with pytest.raises(leaves) as left:
+            cli.main()
+        assert left.value.args == (0,) if leaves is Ended else left.value.code == code

@@ -9,6 +9,7 @@ import pytest
 
 from lorasafe.errors import LorasafeError
 from lorasafe.training import host_blas
+from lorasafe.training.host_threads import wait_described
 
 compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "clang")), reason="no C compiler")
 
@@ -86,17 +87,27 @@ def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_
     assert CliRunner().invoke(cli.app, ["mini", "--help"], env={"LORASAFE_MKL_DISPATCH": "auto"}).exit_code == 0
     assert chosen == ["vendor", "isa", "auto"]
     # the `lorasafe` command (cli.main) sets the environment's defaults before typer reads them: auto dispatch and
-    # PASSIVE OpenMP threads, except for `mini build`, one process that has the cores to itself and must rebuild the
-    # shipped model bit for bit (MKL's own rule, the path measured to)
+    # PASSIVE OpenMP threads after a short libgomp spin, except for `mini build`, one process that has the cores to
+    # itself and must rebuild the shipped model bit for bit (MKL's own rule, the path measured to); a wait policy
+    # the user set stays as it is, with no spin count added, and a spin count of their own is kept
     monkeypatch.setattr(cli, "app", lambda: None)
-    for argv, dispatch, policy in ((["data", "list"], "auto", "PASSIVE"),
-                                   (["--malloc", "system", "mini", "build"], "vendor", None),
-                                   (["mini", "list"], "auto", "PASSIVE")):
-        environ = {k: v for k, v in os.environ.items() if k not in ("LORASAFE_MKL_DISPATCH", "OMP_WAIT_POLICY")}
+    for argv, given, dispatch, wait in (
+            (["data", "list"], {}, "auto", ("PASSIVE", "300")),
+            (["--malloc", "system", "mini", "build"], {}, "vendor", (None, None)),
+            (["mini", "list"], {}, "auto", ("PASSIVE", "300")),
+            (["data", "list"], {"OMP_WAIT_POLICY": "ACTIVE"}, "auto", ("ACTIVE", None)),
+            (["data", "list"], {"GOMP_SPINCOUNT": "5"}, "auto", ("PASSIVE", "5")),
+            (["data", "list"], {"WORLD_SIZE": "2"}, "auto", ("PASSIVE", None))):  # launched as several: no spin
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("LORASAFE_MKL_DISPATCH", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "WORLD_SIZE")} | given
         monkeypatch.setattr(os, "environ", environ)
         monkeypatch.setattr(sys, "argv", ["lorasafe", *argv])
         cli.main()
-        assert (environ["LORASAFE_MKL_DISPATCH"], environ.get("OMP_WAIT_POLICY")) == (dispatch, policy)
+        assert (environ["LORASAFE_MKL_DISPATCH"], environ.get("OMP_WAIT_POLICY"), environ.get("GOMP_SPINCOUNT")) \
+            == (dispatch, *wait)
+        assert wait_described(environ) == {("PASSIVE", "300"): "PASSIVE, GOMP_SPINCOUNT=300",
+                                           (None, None): "the runtime's default", ("ACTIVE", None): "ACTIVE",
+                                           ("PASSIVE", "5"): "PASSIVE, GOMP_SPINCOUNT=5", ("PASSIVE", None): "PASSIVE"}[wait]
 
 
 def test_an_unwritable_cache_means_no_shim_not_a_failed_command(tmp_path, monkeypatch):

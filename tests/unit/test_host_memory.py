@@ -154,3 +154,66 @@ def test_the_cli_option_and_its_environment_variable_choose_the_malloc(monkeypat
     assert runner.invoke(app, ["data", "list"], env={"LORASAFE_MALLOC": "tcmalloc"}).exit_code == 0
     assert runner.invoke(app, ["data", "list"], env={"LORASAFE_MALLOC": None}).exit_code == 0
     assert chosen == ["tcmalloc", "tcmalloc", "system"]
+
+
+# `training.host_memory: auto`: a trim of glibc's heap before the input embeddings' gradient, where it is large.
+def _step(embeddings, order):
+    head = torch.nn.Linear(embeddings.embedding_dim, 3)
+    head.weight.register_hook(lambda g: order.append("head"))
+    x = embeddings(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    head(x).square().sum().backward()
+    return embeddings.weight.grad.clone() if embeddings.weight.grad is not None else None
+
+
+@pytest.mark.parametrize("vocab,frozen,device,compiled,applied", [
+    (1 << 16, False, "cpu", False, "trim before the input embeddings' gradient"),  # 65,536 x 128 fp32 = 32 MiB
+    ((1 << 16) - 1, False, "cpu", False, "keep"),  # just under: glibc may serve it from the heap
+    (1 << 16, True, "cpu", False, "keep"),  # LoRA: the embeddings are frozen, no gradient comes
+    (1 << 16, False, "cuda", False, "keep"),
+    (1 << 16, False, "cpu", True, "keep (trimming is not done under compile)"),
+])
+def test_auto_trims_once_per_backward_after_the_decoder_and_only_for_a_large_embedding_gradient(
+        monkeypatch, vocab, frozen, device, compiled, applied):
+    import lorasafe.training.host_memory as hm
+
+    order = []
+    monkeypatch.setattr(hm, "allocator", lambda: "system")
+    monkeypatch.setattr(hm, "_malloc_trim", lambda: lambda pad: order.append("trim") or 1)
+    torch.manual_seed(0)
+    embeddings = torch.nn.Embedding(vocab, 128).requires_grad_(not frozen)
+    torch.manual_seed(1)
+    plain = _step(embeddings, [])
+    embeddings.zero_grad(set_to_none=True)
+    with host_memory("auto", device, embeddings, compiled) as said:
+        torch.manual_seed(1)
+        grads = [_step(embeddings, order)]
+        embeddings.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        grads.append(_step(embeddings, order))
+    embeddings.zero_grad(set_to_none=True)
+    _step(embeddings, order)  # after: the hook is gone
+    assert said == applied
+    trims = applied.startswith("trim")
+    assert order == (["head", "trim", "head", "trim", "head"] if trims else ["head"] * 3)
+    assert all(g is None if frozen else torch.equal(g, plain) for g in grads)  # the gradient is untouched
+
+
+def test_auto_keeps_on_another_malloc_or_elsewhere_than_glibc(monkeypatch):
+    import lorasafe.training.host_memory as hm
+
+    embeddings = torch.nn.Embedding(1 << 16, 128)
+    monkeypatch.setattr(hm, "allocator", lambda: "jemalloc")
+    with host_memory("auto", "cpu", embeddings) as said:
+        assert said == "keep (auto needs glibc's malloc, not jemalloc)"
+    monkeypatch.setattr(hm, "allocator", lambda: "system")
+    monkeypatch.setattr(hm, "_malloc_trim", lambda: None)
+    with host_memory("auto", "cpu", embeddings) as said:
+        assert said == "keep (trimming needs glibc)"
+    assert not embeddings._forward_hooks
+
+
+@glibc
+def test_malloc_trim_is_glibcs_and_runs():
+    from lorasafe.training.host_memory import _malloc_trim
+
+    assert _malloc_trim()(0) in (0, 1)

@@ -261,11 +261,12 @@ class TrainingConfig(OmitAtDefault):
         "fine-tuning's peak memory -6% on the mini model, costing 3-8% of its speed, -6% on SmolLM2-135M, costing "
         "0.5-3% (training/activations.py); not used with compile, whose graph chooses what it keeps, nor under FSDP. "
         "all: autograd stores everything it reads"))
-    host_memory: Literal["keep", "release"] = Field("keep", description=(
-        "release: while training on a CPU (glibc), tensors of 1 MiB and more are mapped and handed back to the "
-        "operating system when freed, instead of staying in the heap. The same numbers; measured on SmolLM2-135M "
-        "full fine-tuning: peak RSS -10% at -11% tokens/s; nothing changes on the mini model (training/"
-        "host_memory.py)"))
+    host_memory: Literal["auto", "keep", "release"] = Field("auto", description=(
+        "what glibc's malloc does with freed memory while training on a CPU; the same numbers either way. auto: "
+        "trim the heap once per backward, before the input embeddings' gradient, where it is 32 MiB or more "
+        "(full fine-tuning, large vocabularies: SmolLM2-135M's peak RSS -6%, at about 5% of its speed); keep: "
+        "nothing; release: tensors of 1 MiB and more are mapped and handed back when freed (SmolLM2-135M full "
+        "fine-tuning: peak RSS -10% at -11% tokens/s; nothing changes on the mini model). training/host_memory.py"))
 
     @field_validator("gradient_checkpointing", mode="before")
     @classmethod

@@ -150,6 +150,7 @@ class SFTTrainer:
         from lorasafe.training.activations import saved_activations
         from lorasafe.training.host_blas import active as mkl_dispatch
         from lorasafe.training.host_memory import allocator, host_memory
+        from lorasafe.training.host_threads import wait_described
         from lorasafe.training.loss import CompletionLoss
         from lorasafe.training.optimizer import MasterWeights, build_optimizer, implementation
 
@@ -193,7 +194,7 @@ class SFTTrainer:
                  "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
                  "master_weights": master is not None or bool(self.sharded and self.sharded.masters),
                  "checkpointing": checkpointing, "malloc": allocator(), "mkl_dispatch": mkl_dispatch(),
-                 "compile": cfg.compile}
+                 "omp_wait": wait_described(), "compile": cfg.compile}
         saved, setup["saved_activations"] = saved_activations(cfg.saved_activations, cfg.compile, self.ranks.sharded)
         self.model.train()
         bar = None
@@ -203,7 +204,8 @@ class SFTTrainer:
             bar = tqdm(total=self.total_steps, initial=step, desc=self.desc, unit="step", leave=False)
         log = self.out_dir / "train_log.jsonl"
         try:
-            with host_memory(cfg.host_memory, device.type) as applied:
+            embeddings = getattr(self.model, "get_input_embeddings", lambda: None)()
+            with host_memory(cfg.host_memory, device.type, embeddings, cfg.compile) as applied:
                 setup["host_memory"] = applied
                 step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log,
                                              saved)

@@ -1,0 +1,59 @@
+"""How the `lorasafe` command's OpenMP threads wait between parallel regions: PASSIVE, after a short spin.
+
+PyTorch's CPU kernels run on OpenMP (libgomp in the Linux wheels). Between two parallel regions a worker thread
+either spins, ready for the next one, or sleeps and has to be woken. libgomp's default, what a plain Python
+script gets, spins about 300,000 times (some milliseconds): fastest for one process alone on its cores, and
+ruinous for processes that share them (two 2-thread mini-model trainings at once on 2 cores ran 34-38x slower
+than under PASSIVE, bench/train_throughput.py's child, 2026-12-04). PASSIVE (no spin) pays for each wake-up
+instead: one mini-model training alone ran 1.23x slower than on the default.
+
+The command sets PASSIVE, which every OpenMP runtime understands, and libgomp's own `GOMP_SPINCOUNT` (which it
+honours under any wait policy, and other runtimes ignore) to a short spin. Measured on 2 cores of an AMD EPYC
+(mini model, full fine-tuning, 84 steps alone and 28 at once, alternating bench children, 2026-12-04; against PASSIVE;
+docs/training-speed/2026-12-04d-omp-spin.log):
+
+| GOMP_SPINCOUNT | one training alone (median per round, 4-6 rounds) | two 2-thread trainings at once |
+|---|---:|---:|
+| 100 | 1.04x | 0.93-0.94x |
+| 200 | 1.10x | 0.87-0.88x |
+| 300 | 1.10-1.12x | 0.82-0.85x |
+| 1,000 | 1.16-1.17x | 0.58x |
+| libgomp's default (300,000) | about 1.2x | 0.03x |
+
+300 takes most of what spinning gives a process alone (greedy generation on the mini model: 1.07x; SmolLM2-135M
+full fine-tuning 1.02-1.04x) and keeps the shared case within a fifth of PASSIVE. libgomp spins only its throttled
+count (0 under PASSIVE) once a process has more threads than cores. Processes launched as several (`accelerate
+launch`, torchrun: WORLD_SIZE > 1) share their machine's cores, so they wait PASSIVE without the spin; in
+two-process CPU FSDP runs with it the second process crashed 3 times in 88 launches (an abort as it exited, a
+segfault in a collective), against none in 130 without (2026-12-04; mechanism not found). Values a user sets win: an
+`OMP_WAIT_POLICY` of their own leaves both alone, a `GOMP_SPINCOUNT` of their own is kept. `mini build` does not
+call this (one process with the cores to itself for 20-40 minutes: it keeps libgomp's default, cli.main).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+SPIN_COUNT = 300
+
+
+def settle_wait(environ: MutableMapping[str, str] | None = None) -> None:
+    """Set the command's wait (PASSIVE, GOMP_SPINCOUNT=300) in `environ` (default: this process's) unless the
+    user chose a wait policy; it must happen before torch loads OpenMP, which reads these once."""
+    environ = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" in environ:
+        return
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if int(environ.get("WORLD_SIZE", "1")) <= 1:  # launched as several, the processes share the cores: no spin
+        environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
+
+
+def wait_described(environ: MutableMapping[str, str] | None = None) -> str:
+    """How this process's OpenMP threads wait, for the trainer's setup record: "PASSIVE, GOMP_SPINCOUNT=300",
+    "libgomp's default" when nothing is set, and so on."""
+    environ = os.environ if environ is None else environ
+    policy = environ.get("OMP_WAIT_POLICY")
+    spin = environ.get("GOMP_SPINCOUNT")
+    described = policy or "the runtime's default"
+    return f"{described}, GOMP_SPINCOUNT={spin}" if spin is not None else described
