@@ -138,6 +138,7 @@ def test_a_launched_process_but_the_main_one_ends_without_the_teardown_once_its_
         raise Ended(code)
 
     monkeypatch.setattr(os, "_exit", ended)
+    monkeypatch.setattr("logging.shutdown", lambda: None)  # would close this test process's own log handlers
     monkeypatch.setattr(sys, "argv", ["lorasafe", "data", "list"])
     environ = dict(os.environ)
     for world, rank, code, leaves in (("2", "1", 0, Ended), ("2", "0", 0, SystemExit), ("2", "1", 1, SystemExit),

@@ -98,8 +98,8 @@ def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_
             (["data", "list"], {"OMP_WAIT_POLICY": "ACTIVE"}, "auto", ("ACTIVE", None)),
             (["data", "list"], {"GOMP_SPINCOUNT": "5"}, "auto", ("PASSIVE", "5")),
             (["data", "list"], {"WORLD_SIZE": "2"}, "auto", ("PASSIVE", None))):  # launched as several: no spin
-        environ = {k: v for k, v in os.environ.items()
-                   if k not in ("LORASAFE_MKL_DISPATCH", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "WORLD_SIZE")} | given
+        unset = ("LORASAFE_MKL_DISPATCH", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "WORLD_SIZE")
+        environ = {k: v for k, v in os.environ.items() if k not in unset} | given
         monkeypatch.setattr(os, "environ", environ)
         monkeypatch.setattr(sys, "argv", ["lorasafe", *argv])
         cli.main()
@@ -107,7 +107,8 @@ def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_
             == (dispatch, *wait)
         assert wait_described(environ) == {("PASSIVE", "300"): "PASSIVE, GOMP_SPINCOUNT=300",
                                            (None, None): "the runtime's default", ("ACTIVE", None): "ACTIVE",
-                                           ("PASSIVE", "5"): "PASSIVE, GOMP_SPINCOUNT=5", ("PASSIVE", None): "PASSIVE"}[wait]
+                                           ("PASSIVE", "5"): "PASSIVE, GOMP_SPINCOUNT=5",
+                                           ("PASSIVE", None): "PASSIVE"}[wait]
 
 
 def test_an_unwritable_cache_means_no_shim_not_a_failed_command(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ or product node is left for the hooks to find (measured: none on a compiled 2-la
 Not under FSDP (training/sharding.py) either: in two-process CPU runs of the test suite's FSDP configuration, the
 second process aborted after training (SIGABRT, glibc heap corruption or std::terminate, as it exited) once in
 the test suite and once in 50 runs beside another such run, and never in 50 runs without lean. Later the same
-abort came without lean too (three times in about 40 launches and a test-suite run), in the interpreter's
+abort came without lean too (twice in 60 launches and once in a test-suite run), in the interpreter's
 teardown after the command had finished; launched processes but the main one now end before that teardown
 (training/distributed.py, end_launched_process). lean under FSDP has not been measured since, and FSDP has not
 run on GPUs, so it stays off there.

@@ -1,4 +1,5 @@
-"""Data-parallel training across the processes of `accelerate launch` (or torchrun): who is who, and the sums.
+"""Data-parallel training across the processes of `accelerate launch` (or torchrun): who is who, the sums, and
+how a launched process ends.
 
 `lorasafe run` / `study` / `sweep run` started as N processes train each variant together and evaluate
 it once: every process builds the same global batches (same seed), takes its share of each micro-batch
@@ -67,9 +68,11 @@ def end_launched_process() -> None:
     main one, the process ended at once (os._exit) rather than through the interpreter's and the C++ runtime's
     teardown. In two-process CPU runs the second process, done with training while the main one evaluated,
     sometimes aborted in that teardown with nothing left to do ("terminate called without an active exception"
-    with no Python frame left, or a corrupted heap): 5 times in about 190 FSDP launches and test-suite runs
-    (2026-12-04), with the process group destroyed first too; ending it before the teardown leaves nothing
-    that could abort. Its files are all written and closed by then; its output is flushed first."""
+    with no Python frame left, or a corrupted heap): 5 times, 3 of them in about 215 two-process FSDP launches and 2
+    in test-suite runs (2026-12-04), also with the process group destroyed first. With this, 100 launches had no
+    such abort (one segfault during training among them, under the short OpenMP spin launched processes no
+    longer get: training/host_threads.py; docs/training-speed/2026-12-04d-fsdp-launches.log). Such a process
+    writes no files and reports to no tracker (the main one does both); its output is flushed first."""
     if not _launched():
         return
     import logging
@@ -82,8 +85,11 @@ def end_launched_process() -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         return
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to say
+            pass
     os._exit(0)
 
 

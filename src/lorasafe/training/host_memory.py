@@ -11,17 +11,16 @@ first; the next forward faults them in again. It applies only where that gradien
 embeddings, glibc, a CPU, not compiled): on the mini model's full fine-tuning (a 1,026-token vocabulary) a trim
 per step cost 15-30% of the speed for 10 MB. Measured on SmolLM2-135M full fine-tuning (113 MB embeddings, tied;
 CPU, 2 threads, 8 steps, 2026-12-04): peak RSS 2,961-2,979 MB trimmed against 3,094-3,223 MB without, at 389-410
-against 405-406 tokens/s (alternating single runs); bench medians 3,003 against 3,182 MB at 385 against 404
-tokens/s (bench/train_throughput.py, 3 runs each, two invocations).
+against 405-406 tokens/s (alternating single runs); bench medians 3,003 and 3,019 against 3,182 MB at 385 and 382
+against 404 tokens/s (bench/train_throughput.py, 3 runs each; docs/training-speed/2026-12-04d-trim.log).
 
-`release` fixes glibc's mmap threshold instead. glibc serves a
-block above its mmap threshold with its own mapping and unmaps it when freed, but raises the threshold to
-the size of every mapped block it frees, up to 32 MiB; after the first training step a forward's
-activations therefore come from the heap, where the holes that short-lived tensors leave between the
-saved activations stay resident and add to the peak. `release` fixes the threshold at 1 MiB while
-training, so activations of that size and more are mapped and unmapped, and puts the thresholds where
-glibc's dynamic ones settle when training ends (generation, which grows its KV cache a token at a time,
-runs faster from the heap). The numbers are the same either way; the mappings cost page faults.
+`release` fixes glibc's mmap threshold instead. glibc serves a block above its mmap threshold with its own
+mapping and unmaps it when freed, but raises the threshold to the size of every mapped block it frees, up to 32
+MiB; after the first training step a forward's activations therefore come from the heap, where the holes that
+short-lived tensors leave between the saved activations stay resident and add to the peak. `release` fixes the
+threshold at 1 MiB while training, so activations of that size and more are mapped and unmapped, and puts the
+thresholds where glibc's dynamic ones settle when training ends (generation, which grows its KV cache a token at
+a time, runs faster from the heap). The numbers are the same either way; the mappings cost page faults.
 
 Measured on SmolLM2-135M full fine-tuning (CPU, 2 threads, batch 8 of about 130 tokens, 8 steps,
 bench/train_throughput.py, medians of 3 runs): peak RSS 3,446 MB kept, 3,102 MB released, at 80 vs 71
@@ -126,26 +125,32 @@ def reexec(env: Mapping[str, str]) -> None:
     os.execve(sys.executable, sys.orig_argv, env)
 
 
-def _mallopt() -> Callable[[int, int], int] | None:
-    """glibc's mallopt, or None where the C library is not glibc."""
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (musl has a mallopt too, which does nothing), else None."""
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl also has a mallopt, which does nothing
-        fn = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only
     except (OSError, AttributeError):
         return None
+    return libc
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's mallopt, or None where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return None
+    fn = libc.mallopt
     fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return fn
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return None
+    fn = libc.malloc_trim
     fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
     return fn
 
@@ -180,6 +185,9 @@ def host_memory(mode: str, device_type: str, embeddings: Any = None, compiled: b
 
 @contextmanager
 def _trimmed(embeddings: Any, compiled: bool) -> Iterator[str]:
+    """Within: a malloc_trim(0) each time the gradient reaches `embeddings`' output (once per backward), where the
+    embedding weight trains and is 32 MiB or more (in its stored dtype: under FSDP with half-precision compute,
+    the fp32 shard's size). Yields what applies."""
     weight = getattr(embeddings, "weight", None)
     trim = _malloc_trim()
     if weight is None or not weight.requires_grad or weight.numel() * weight.element_size() < SETTLED_MMAP:

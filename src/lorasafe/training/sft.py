@@ -12,8 +12,9 @@ is fused where the device allows (optimizer.py); the host reads the loss once pe
 sync for the NaN guard, the log and `on_step`), never per micro-batch; the forward does not keep for the
 backward what one element-wise op recomputes from tensors it keeps anyway (SwiGLU's and RMSNorm's,
 activations.py); on CUDA the next micro-batches are built on a background thread (loader.py); on a CPU,
-`host_memory: release` returns freed activations to the operating system at once, and `lorasafe --malloc
-tcmalloc|jemalloc` runs on a malloc that fragments less (host_memory.py).
+`host_memory: auto` (the default) trims glibc's heap before a large input-embedding gradient, `release` returns
+freed activations to the operating system at once, and `lorasafe --malloc tcmalloc|jemalloc` runs on a malloc that
+fragments less (host_memory.py).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class SFTTrainer:
             bar = tqdm(total=self.total_steps, initial=step, desc=self.desc, unit="step", leave=False)
         log = self.out_dir / "train_log.jsonl"
         try:
-            embeddings = getattr(self.model, "get_input_embeddings", lambda: None)()
+            embeddings = _input_embeddings(self.model) if cfg.host_memory == "auto" and device.type == "cpu" else None
             with host_memory(cfg.host_memory, device.type, embeddings, cfg.compile) as applied:
                 setup["host_memory"] = applied
                 step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log,
@@ -336,3 +337,11 @@ class SFTTrainer:
         if self.on_log:
             metrics = {"train/loss": total, "train/lr": scheduler.get_last_lr()[0]}
             self.on_log(step, metrics if penalty is None else {**metrics, "train/penalty": penalty})
+
+
+def _input_embeddings(model: Any) -> Any:
+    """The model's input embedding module, or None where it has none (host_memory's `auto` then keeps)."""
+    try:
+        return model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
