@@ -70,8 +70,8 @@ def end_launched_process() -> None:
     sometimes aborted in that teardown with nothing left to do ("terminate called without an active exception"
     with no Python frame left, or a corrupted heap): 5 times, 3 of them in about 215 two-process FSDP launches and 2
     in test-suite runs (2026-12-04), also with the process group destroyed first. With this, 100 launches had no
-    such abort (one segfault during training among them, under the short OpenMP spin launched processes no
-    longer get: training/host_threads.py; docs/training-speed/2026-12-04d-fsdp-launches.log). Such a process
+    such abort (one segfault during training among them, under the short OpenMP spin that launched processes no
+    longer get, training/host_threads.py; docs/training-speed/2026-12-04d-fsdp-launches.log). Such a process
     writes no files and reports to no tracker (the main one does both); its output is flushed first."""
     if not _launched():
         return

@@ -27,11 +27,12 @@ ran with the policy unset, which libgomp treats as PASSIVE plus the count, measu
 per-run ratios; SmolLM2-135M full fine-tuning 1.02-1.04x) and keeps processes that share the cores within a fifth of
 PASSIVE. libgomp spins only its throttled count (0 under PASSIVE) once a process has more threads than cores.
 Processes launched as several (`accelerate launch`, torchrun: WORLD_SIZE > 1) share their machine's cores, so they
-wait PASSIVE without the spin; in two-process CPU FSDP runs with it the second process crashed 3 times in 110
-launches (an abort as it exited, a segfault in a collective), against none in 130 without (2026-12-04,
-docs/training-speed/2026-12-04d-fsdp-launches.log; mechanism not found). Values a user sets win: an
-`OMP_WAIT_POLICY` of their own leaves both alone, a `GOMP_SPINCOUNT` of their own is kept. `mini build` does not
-call this (one process with the cores to itself for 20-40 minutes: it keeps libgomp's default, cli.main).
+wait PASSIVE without the spin. (Two-process CPU FSDP launches with it: the second process crashed 3 times in 110,
+twice aborting as it exited, which happened without the spin too and is now skipped, training/distributed.py, and
+once in a collective; none in 130 launches without it. docs/training-speed/2026-12-04d-fsdp-launches.log.) Values a
+user sets win: an `OMP_WAIT_POLICY` of their own leaves both alone, a `GOMP_SPINCOUNT` of their own is kept. `mini
+build` does not call this (one process with the cores to itself for 20-40 minutes: it keeps libgomp's default,
+cli.main).
 """
 
 from __future__ import annotations
