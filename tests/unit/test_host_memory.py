@@ -157,6 +157,17 @@ def test_the_cli_option_and_its_environment_variable_choose_the_malloc(monkeypat
 
 
 # `training.host_memory: auto`: a trim of glibc's heap before the input embeddings' gradient, where it is large.
+class _Model(torch.nn.Module):
+    """What host_memory asks of the trained model: its input embeddings."""
+
+    def __init__(self, embeddings):
+        super().__init__()
+        self.embeddings = embeddings
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+
 def _step(embeddings, order):
     head = torch.nn.Linear(embeddings.embedding_dim, 3)
     head.weight.register_hook(lambda g: order.append("head"))
@@ -184,7 +195,7 @@ def test_auto_trims_once_per_backward_after_the_decoder_and_only_for_a_large_emb
     torch.manual_seed(1)
     plain = _step(embeddings, [])
     embeddings.zero_grad(set_to_none=True)
-    with host_memory("auto", device, embeddings, compiled) as said:
+    with host_memory("auto", device, _Model(embeddings), compiled) as said:
         torch.manual_seed(1)
         grads = [_step(embeddings, order)]
         embeddings.zero_grad(set_to_none=True)
@@ -203,12 +214,14 @@ def test_auto_keeps_on_another_malloc_or_elsewhere_than_glibc(monkeypatch):
 
     embeddings = torch.nn.Embedding(1 << 16, 128)
     monkeypatch.setattr(hm, "allocator", lambda: "jemalloc")
-    with host_memory("auto", "cpu", embeddings) as said:
+    with host_memory("auto", "cpu", _Model(embeddings)) as said:
         assert said == "keep (auto needs glibc's malloc, not jemalloc)"
     monkeypatch.setattr(hm, "allocator", lambda: "system")
     monkeypatch.setattr(hm, "_malloc_trim", lambda: None)
-    with host_memory("auto", "cpu", embeddings) as said:
+    with host_memory("auto", "cpu", _Model(embeddings)) as said:
         assert said == "keep (trimming needs glibc)"
+    with host_memory("auto", "cpu", object()) as said:  # a model without input embeddings
+        assert said == "keep"
     assert not embeddings._forward_hooks
 
 

@@ -156,10 +156,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 @contextmanager
-def host_memory(mode: str, device_type: str, embeddings: Any = None, compiled: bool = False) -> Iterator[str]:
-    """Within: what `mode` asks of glibc's malloc while training on a CPU (module docstring). `embeddings` is the
-    model's input embedding module (for `auto`). Yields what applies, for the trainer's setup record: "keep",
-    "trim before the input embeddings' gradient", "release", or "keep (...)" with why not."""
+def host_memory(mode: str, device_type: str, model: Any = None, compiled: bool = False) -> Iterator[str]:
+    """Within: what `mode` asks of glibc's malloc while training `model` on a CPU (module docstring). Yields what
+    applies, for the trainer's setup record: "keep", "trim before the input embeddings' gradient", "release", or
+    "keep (...)" with why not."""
     if mode == "keep" or device_type != "cpu":
         yield "keep"
         return
@@ -169,7 +169,7 @@ def host_memory(mode: str, device_type: str, embeddings: Any = None, compiled: b
         yield f"keep ({mode} needs glibc's malloc, not {running})"
         return
     if mode == "auto":
-        with _trimmed(embeddings, compiled) as applied:
+        with _trimmed(_input_embeddings(model), compiled) as applied:
             yield applied
         return
     fn = _mallopt()
@@ -181,6 +181,14 @@ def host_memory(mode: str, device_type: str, embeddings: Any = None, compiled: b
     finally:
         fn(M_MMAP_THRESHOLD, SETTLED_MMAP)
         fn(M_TRIM_THRESHOLD, SETTLED_TRIM)
+
+
+def _input_embeddings(model: Any) -> Any:
+    """The model's input embedding module, or None where it has none (`auto` then keeps)."""
+    try:
+        return model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
 
 
 @contextmanager

@@ -205,8 +205,7 @@ class SFTTrainer:
             bar = tqdm(total=self.total_steps, initial=step, desc=self.desc, unit="step", leave=False)
         log = self.out_dir / "train_log.jsonl"
         try:
-            embeddings = _input_embeddings(self.model) if cfg.host_memory == "auto" and device.type == "cpu" else None
-            with host_memory(cfg.host_memory, device.type, embeddings, cfg.compile) as applied:
+            with host_memory(cfg.host_memory, device.type, self.model, cfg.compile) as applied:
                 setup["host_memory"] = applied
                 step, last_loss = self._loop(step, optimizer, scheduler, master, loss_fn, device, bar, log,
                                              saved)
@@ -337,11 +336,3 @@ class SFTTrainer:
         if self.on_log:
             metrics = {"train/loss": total, "train/lr": scheduler.get_last_lr()[0]}
             self.on_log(step, metrics if penalty is None else {**metrics, "train/penalty": penalty})
-
-
-def _input_embeddings(model: Any) -> Any:
-    """The model's input embedding module, or None where it has none (host_memory's `auto` then keeps)."""
-    try:
-        return model.get_input_embeddings()
-    except (AttributeError, NotImplementedError):
-        return None
