@@ -19,11 +19,13 @@ middle layers) and `smollm2` (SmolLM2-135M-Instruct and the refusal data of conf
 Usage (a bench/dev requirement, not a lorasafe dependency): pip install trl==1.16.0 datasets==5.2.0
   python bench/train_throughput.py [--dataset mini smollm2] [--method lora full] [--pairs 3] [--steps N]
                                    [--threads 2] [--set packing=true ...]
-                                   [--malloc tcmalloc|jemalloc] [--trl-malloc tcmalloc|jemalloc]
+                                   [--malloc auto|system|tcmalloc|jemalloc] [--trl-malloc ...]
                                    [--mkl-dispatch isa] [--trl-mkl-dispatch isa]
                                    [--omp-wait lorasafe|PASSIVE|ACTIVE|default] [--trl-omp-wait ...]
-`--malloc` runs lorasafe's side on the malloc `lorasafe --malloc` would give it (training/host_memory.py);
-`--trl-malloc` gives TRL's side one too, to see how much of a difference is the malloc's. `--mkl-dispatch isa`
+`--malloc` runs lorasafe's side on the malloc `lorasafe --malloc` would give it (training/host_memory.py; its
+default `auto` is the command's: glibc with its small-block caches off, GLIBC_TUNABLES); `--trl-malloc` (default
+`system`, the C library's as a plain Python process has it) gives TRL's side one too, to see how much of a
+difference is the malloc's. `--mkl-dispatch isa`
 runs lorasafe's side with MKL dispatching by instruction set, as the `lorasafe` command does by default on a
 non-Intel x86-64 CPU (training/host_blas.py); `--trl-mkl-dispatch isa` gives TRL's side the same. Both default
 to `vendor`: the two sides start as plain Python processes, with MKL's own rule. `--omp-wait` / `--trl-omp-wait`
@@ -172,19 +174,19 @@ def _trl(model, tokenizer, order, cfg, args, out):
     wall = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     from lorasafe.training.host_blas import active
-    from lorasafe.training.host_memory import allocator
+    from lorasafe.training.host_memory import malloc_described
 
     return wall, losses, counted[0], {"optimizer": str(sft.optim), "gradient_checkpointing": False,
-                                      "malloc": allocator(), "mkl_dispatch": active()}
+                                      "malloc": malloc_described(), "mkl_dispatch": active()}
 
 
 def run_child(dataset: str, method: str, framework: str, steps: int, threads: int, sets: list[str],
-              malloc: str = "system", mkl_dispatch: str = "vendor", omp_wait: str = "lorasafe") -> dict:
+              malloc: str = "auto", mkl_dispatch: str = "vendor", omp_wait: str = "lorasafe") -> dict:
     from lorasafe.training.host_blas import shim_path
     from lorasafe.training.host_memory import preload_env, preloaded
     from lorasafe.training.host_threads import settle_wait
 
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "GLIBC_TUNABLES")}
     env = preload_env(malloc, {**env, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
                                "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT / "src")})
     if omp_wait == "lorasafe":
@@ -215,8 +217,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a training option for lorasafe's side, e.g. --set packing=true (repeatable)")
-    ap.add_argument("--malloc", default="system", help="lorasafe's side's malloc (system, tcmalloc, jemalloc)")
-    ap.add_argument("--trl-malloc", default="system", help="TRL's side's malloc (system, tcmalloc, jemalloc)")
+    ap.add_argument("--malloc", default="auto", help="lorasafe's side's malloc (auto: as the command sets, glibc's "
+                    "small-block caches off; system, tcmalloc, jemalloc)")
+    ap.add_argument("--trl-malloc", default="system", help="TRL's side's malloc (system, auto, tcmalloc, jemalloc)")
     ap.add_argument("--mkl-dispatch", default="vendor", choices=["vendor", "isa"],
                     help="how MKL picks kernels on lorasafe's side (isa: as the lorasafe command does on AMD)")
     ap.add_argument("--trl-mkl-dispatch", default="vendor", choices=["vendor", "isa"],

@@ -72,10 +72,11 @@ def _log(msg: str) -> None:
 
 @app.callback()
 def _process(malloc: str = typer.Option(
-        "system", "--malloc", envvar="LORASAFE_MALLOC", metavar="system|tcmalloc|jemalloc",
-        help="the process's malloc: tcmalloc (Linux, libtcmalloc-minimal4) or jemalloc (libjemalloc2) lowers CPU "
-             "training's peak memory (jemalloc more on small models, tcmalloc faster on larger ones); the "
-             "command restarts itself once with it preloaded"),
+        "system", "--malloc", envvar="LORASAFE_MALLOC", metavar="auto|system|tcmalloc|jemalloc",
+        help="the process's malloc: auto (the default; `mini build`'s is system) = the C library's, with glibc's "
+             "small-block caches off where it is glibc (lower CPU training peaks, same speed); tcmalloc (Linux, "
+             "libtcmalloc-minimal4) or jemalloc (libjemalloc2) lower them further on some models (jemalloc more "
+             "on small ones, tcmalloc faster on larger ones); the command restarts itself once with its setting"),
              mkl_dispatch: str = typer.Option(
         "vendor", "--mkl-dispatch", envvar="LORASAFE_MKL_DISPATCH", metavar="auto|isa|vendor",
         help="how Intel's MKL (PyTorch's CPU matmuls) picks kernels: isa = by instruction set on any CPU (AVX2 "
@@ -85,11 +86,10 @@ def _process(malloc: str = typer.Option(
              "path measured to rebuild the shipped model bit for bit) = isa on a non-Intel x86-64 CPU when a C "
              "compiler is found")) -> None:
     # No docstring: typer would show it in place of the app's help.
-    from lorasafe.training.host_blas import restart_for
-    from lorasafe.training.host_memory import restart_with
+    from lorasafe.training.host_blas import dispatch_env
+    from lorasafe.training.host_memory import malloc_env, restart
 
-    restart_for(mkl_dispatch)
-    restart_with(malloc)
+    restart(malloc_env(malloc, dispatch_env(mkl_dispatch, os.environ)))  # at most one restart for both
 
 
 @app.command()
@@ -517,11 +517,13 @@ def main() -> None:
     mini_build = "mini" in args and args[args.index("mini") + 1:args.index("mini") + 2] == ["build"]
     if not mini_build:
         settle_wait()
-    # The command's default; the option's own ("vendor") is what in-process callers (tests' CliRunner) get, so that
-    # nothing restarts the interpreter that called them. `mini build` keeps MKL's own rule: with it (and eager
-    # training) two full-size builds of one seed were bit-identical, which is what reproducing the shipped model
-    # asks; the isa path was not measured so.
+    # The command's defaults; the options' own ("vendor", "system") are what in-process callers (tests' CliRunner)
+    # get, so that nothing restarts the interpreter that called them. `mini build` keeps MKL's own rule and the C
+    # library's malloc as it comes: with them (and eager training) two full-size builds of one seed were
+    # bit-identical, which is what reproducing the shipped model asks; the isa path and the tuned malloc were not
+    # measured so.
     os.environ.setdefault("LORASAFE_MKL_DISPATCH", "vendor" if mini_build else "auto")
+    os.environ.setdefault("LORASAFE_MALLOC", "system" if mini_build else "auto")
     prepare_interpreter()
     if "--no-progress" in sys.argv[1:]:
         # Bars that libraries draw with plain tqdm (transformers' GGUF de-quantisation) follow the flag too;

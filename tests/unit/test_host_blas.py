@@ -80,7 +80,7 @@ def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_
     import lorasafe.cli as cli
 
     chosen = []
-    monkeypatch.setattr(host_blas, "restart_for", chosen.append)
+    monkeypatch.setattr(host_blas, "dispatch_env", lambda mode, env: chosen.append(mode) or dict(env))
     monkeypatch.delenv("LORASAFE_MKL_DISPATCH", raising=False)
     assert CliRunner().invoke(cli.app, ["mini", "--help"]).exit_code == 0
     assert CliRunner().invoke(cli.app, ["--mkl-dispatch", "isa", "mini", "--help"]).exit_code == 0
@@ -98,13 +98,15 @@ def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_
             (["data", "list"], {"OMP_WAIT_POLICY": "ACTIVE"}, "auto", ("ACTIVE", None)),
             (["data", "list"], {"GOMP_SPINCOUNT": "5"}, "auto", ("PASSIVE", "5")),
             (["data", "list"], {"WORLD_SIZE": "2"}, "auto", ("PASSIVE", None))):  # launched as several: no spin
-        unset = ("LORASAFE_MKL_DISPATCH", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "WORLD_SIZE")
+        unset = ("LORASAFE_MKL_DISPATCH", "LORASAFE_MALLOC", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "WORLD_SIZE")
         environ = {k: v for k, v in os.environ.items() if k not in unset} | given
         monkeypatch.setattr(os, "environ", environ)
         monkeypatch.setattr(sys, "argv", ["lorasafe", *argv])
         cli.main()
         assert (environ["LORASAFE_MKL_DISPATCH"], environ.get("OMP_WAIT_POLICY"), environ.get("GOMP_SPINCOUNT")) \
             == (dispatch, *wait)
+        # and the malloc: glibc's small-block caches off (training/host_memory.py), but for `mini build`
+        assert environ["LORASAFE_MALLOC"] == ("system" if "build" in argv else "auto")
         assert wait_described(environ) == {("PASSIVE", "300"): "PASSIVE, GOMP_SPINCOUNT=300",
                                            (None, None): "the runtime's default", ("ACTIVE", None): "ACTIVE",
                                            ("PASSIVE", "5"): "PASSIVE, GOMP_SPINCOUNT=5",

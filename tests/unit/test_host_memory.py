@@ -3,6 +3,7 @@ operating system when freed, and changes no number."""
 
 import ctypes
 import ctypes.util
+import os
 
 import pytest
 import torch
@@ -136,7 +137,7 @@ def test_malloc_without_its_library_says_how_to_install_it(monkeypatch):
         preload_env("tcmalloc", {})
     with pytest.raises(LorasafeError, match="apt-get install libjemalloc2"):
         preload_env("jemalloc", {})
-    with pytest.raises(LorasafeError, match="choose one of: system, tcmalloc, jemalloc"):
+    with pytest.raises(LorasafeError, match="choose one of: auto, system, tcmalloc, jemalloc"):
         preload_env("mimalloc", {})
     assert preload_env("system", {"A": "1"}) == {"A": "1"}
 
@@ -148,12 +149,70 @@ def test_the_cli_option_and_its_environment_variable_choose_the_malloc(monkeypat
     from lorasafe.cli import app
 
     chosen = []
-    monkeypatch.setattr(hm, "restart_with", chosen.append)
+    monkeypatch.setattr(hm, "malloc_env", lambda name, env: chosen.append(name) or dict(env))
     runner = CliRunner()
     assert runner.invoke(app, ["--malloc", "tcmalloc", "data", "list"]).exit_code == 0
     assert runner.invoke(app, ["data", "list"], env={"LORASAFE_MALLOC": "tcmalloc"}).exit_code == 0
     assert runner.invoke(app, ["data", "list"], env={"LORASAFE_MALLOC": None}).exit_code == 0
     assert chosen == ["tcmalloc", "tcmalloc", "system"]
+
+
+# `--malloc auto` (the command's default): glibc's per-thread cache and fastbins off, set as the process starts.
+_SMALL_FREES = """
+import ctypes, sys
+from tests.unit.test_host_memory import _Mallinfo2
+print("start", flush=True)
+from lorasafe.training.host_memory import malloc_described, restart_with
+restart_with(sys.argv[1])
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+libc.mallinfo2.restype = _Mallinfo2
+libc.malloc_usable_size.restype, libc.malloc_usable_size.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
+held = [libc.malloc(64) for _ in range(100)]
+chunk = libc.malloc_usable_size(held[0]) + 8  # with its header
+before = libc.mallinfo2().uordblks
+for p in held:
+    libc.free(p)
+after = libc.mallinfo2()
+print(malloc_described(), "|", before - after.uordblks >= 100 * chunk, after.fsmblks == 0)
+"""
+
+
+@glibc
+def test_auto_restarts_once_with_glibcs_small_block_caches_off():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(name: str, **env: str) -> list[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | env
+        out = subprocess.run([sys.executable, "-c", _SMALL_FREES, name], cwd=Path(__file__).resolve().parents[2],
+                             capture_output=True, text=True, timeout=120, env=environ)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.splitlines()
+
+    # auto: one restart; then every freed small block is free at once (none held in the thread's cache, which
+    # malloc counts as in use, nor in a fastbin). system: some are held (what auto changes).
+    tuned = "system (glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0)"
+    assert run("auto") == ["start", "start", f"{tuned} | True True"]
+    assert run("system") == ["start", "system | False False"]
+    # a tunable the user set stays theirs, the other is added; when both are named there is no restart
+    assert run("auto", GLIBC_TUNABLES="glibc.malloc.mxfast=0") == \
+        ["start", "start", "system (glibc.malloc.mxfast=0:glibc.malloc.tcache_count=0) | True True"]
+    assert run("auto", GLIBC_TUNABLES="glibc.malloc.tcache_count=7:glibc.malloc.mxfast=0") == \
+        ["start", "system (glibc.malloc.tcache_count=7:glibc.malloc.mxfast=0) | False True"]
+
+
+def test_auto_elsewhere_than_glibc_or_on_another_malloc_changes_nothing(monkeypatch):
+    import lorasafe.training.host_memory as hm
+
+    monkeypatch.setattr(hm, "_glibc", lambda: None)
+    assert hm.malloc_env("auto", {"A": "1"}) == {"A": "1"}
+    monkeypatch.setattr(hm, "_glibc", lambda: object())
+    monkeypatch.setattr(hm, "allocator", lambda: "jemalloc")  # preloaded by the user: left as it is
+    assert hm.malloc_env("auto", {"A": "1"}) == {"A": "1"}
+    assert hm.tuned_env({"GLIBC_TUNABLES": "glibc.rtld.x=1"})["GLIBC_TUNABLES"] == \
+        "glibc.rtld.x=1:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"
 
 
 # `training.host_memory: auto`: a trim of glibc's heap before the input embeddings' gradient, where it is large.

@@ -28,9 +28,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 from lorasafe.errors import LorasafeError
-from lorasafe.training.host_memory import preloaded, reexec
+from lorasafe.training.host_memory import preloaded, restart
 
 SHIM_NAME = "liblorasafe_mkl_isa.so"
 _SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
@@ -92,27 +93,32 @@ def shim_path() -> Path | None:
 
 
 def restart_for(mode: str) -> None:
-    """Run this process with MKL dispatching as `mode` says: "isa" restarts it once with the shim preloaded,
-    "auto" does so where it applies (a non-Intel x86-64 CPU on Linux) and a C compiler is found, "vendor"
-    leaves MKL's own rule. Nothing happens when the process already runs as asked."""
+    """Run this process with MKL dispatching as `mode` says (dispatch_env): restarted once when it does not."""
+    restart(dispatch_env(mode, os.environ))
+
+
+def dispatch_env(mode: str, env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for this process to have MKL dispatch as `mode` says: "isa" with the shim preloaded, "auto" so where
+    it applies (a non-Intel x86-64 CPU on Linux) and a C compiler is found, "vendor" (MKL's own rule) unchanged;
+    `env` itself (a copy) when the process already runs as asked."""
     if mode not in MODES:
         raise LorasafeError(f"--mkl-dispatch {mode} (or LORASAFE_MKL_DISPATCH={mode}): unknown; choose one of "
                             f"{', '.join(MODES)}.")
     if mode == "vendor" or active() == "isa" or (mode == "auto" and not applies()):
-        return
-    if os.environ.get(_RESTARTED):
+        return dict(env)
+    if env.get(_RESTARTED):
         if mode == "auto":
-            return
-        raise LorasafeError(f"--mkl-dispatch isa: the process was restarted with {os.environ.get('LD_PRELOAD')} "
+            return dict(env)
+        raise LorasafeError(f"--mkl-dispatch isa: the process was restarted with {env.get('LD_PRELOAD')} "
                             "preloaded and the library is still not loaded (the dynamic loader ignored LD_PRELOAD). "
                             "Run with --mkl-dispatch vendor.")
     shim = shim_path()
     if shim is None:
         if mode == "auto":
-            return
+            return dict(env)
         raise LorasafeError("--mkl-dispatch isa (or LORASAFE_MKL_DISPATCH=isa): no C compiler was found to build "
                             "the one-function library it preloads (or compiling failed). Install one (Debian/"
                             "Ubuntu: apt-get install gcc), or run with --mkl-dispatch vendor.")
-    env = preloaded(os.environ, str(shim))
-    env[_RESTARTED] = "1"
-    reexec(env)
+    out = preloaded(env, str(shim))
+    out[_RESTARTED] = "1"
+    return out

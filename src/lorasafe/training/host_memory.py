@@ -1,18 +1,37 @@
 """Host memory while training on a CPU: freed tensors handed back to the operating system.
 
-Owns what glibc's malloc does with freed memory during `SFTTrainer.train()` (`training.host_memory`).
+Owns the process's malloc (`lorasafe --malloc`, env LORASAFE_MALLOC) and what glibc's malloc does with freed
+memory during `SFTTrainer.train()` (`training.host_memory`).
 
-`auto` (the default) trims glibc's heap once per backward, just before the input embeddings' gradient, where
-full fine-tuning of a model with a large vocabulary peaks: by then the activations the forward kept are freed,
-but their pages stay resident in the heap, and that gradient (vocabulary x hidden; for a tied head the head's
-gradient is held beside it until they are summed) is larger than glibc's largest mmap threshold (32 MiB), so it
-gets a fresh mapping on top of them whatever the heap holds. `malloc_trim` hands the heap's free pages back
+`--malloc auto`, the command's default (but for `mini build`, which keeps the C library's malloc as it comes),
+turns off glibc's per-thread cache and its fastbins (GLIBC_TUNABLES `glibc.malloc.tcache_count=0` and
+`glibc.malloc.mxfast=0`). Both keep freed small blocks (up to 1 KiB, up to 128 bytes) marked in use, so such a
+block does not merge with the free memory around it: a few of them between the buffers a training step frees
+split that free space into pieces the next step's buffers do not fit, and the heap grows. Training the mini
+model's LoRA at glibc's defaults, the heap grew from 180 to 212 MB over the first steps while 168-171 MB of it
+were in use before each backward (`mallinfo2`): 31-43 MB free at the peak, for about 31 MB of activations. With
+both caches off a freed block merges at once; either alone moved the peak 0-2 MB. Measured on 2 cores of an AMD
+EPYC (bench/train_throughput.py's children of lorasafe's side, alternating, 2026-12-04,
+docs/training-speed/2026-12-04e-malloc-ab.log; medians of 3 runs on the mini model, 2 on SmolLM2-135M; peak RSS
+and tokens/s, auto against glibc's defaults): the mini model's LoRA 492 against 504 MB (11,570 against 11,221),
+its full fine-tuning 534 against 555 (6,889 against 6,948), SmolLM2's LoRA 1,561 against 1,636 (763 against
+761), its full fine-tuning 2,822 against 3,036 (393 against 389); losses identical. glibc reads its tunables
+only as a process starts, so the command restarts itself once with them, together with the MKL restart where
+that applies (training/host_blas.py); processes it starts inherit them. A GLIBC_TUNABLES value of the user's
+for either stays; elsewhere than glibc, or on a malloc preloaded by the user, auto does nothing. It has not run
+beside vLLM or CUDA.
+
+`training.host_memory: auto` (the default) trims glibc's heap once per backward, just before the input embeddings'
+gradient, where full fine-tuning of a model with a large vocabulary peaks: by then the activations the forward kept
+are freed, but their pages stay resident in the heap, and that gradient (vocabulary x hidden; for a tied head the
+head's gradient is held beside it until they are summed) is larger than glibc's largest mmap threshold (32 MiB), so
+it gets a fresh mapping on top of them whatever the heap holds. `malloc_trim` hands the heap's free pages back
 first; the next forward faults them in again. It applies only where that gradient is at least 32 MiB (trained
-embeddings, glibc, a CPU, not compiled): on the mini model's full fine-tuning (a 1,026-token vocabulary) a trim
-per step cost 15-30% of the speed for 10 MB. Measured on SmolLM2-135M full fine-tuning (113 MB embeddings, tied;
-CPU, 2 threads, 8 steps, 2026-12-04): peak RSS 2,961-2,979 MB trimmed against 3,094-3,223 MB without, at 389-410
-against 405-406 tokens/s (alternating single runs); bench medians 3,003 and 3,019 against 3,182 MB at 385 and 382
-against 404 tokens/s (bench/train_throughput.py, 3 runs each; docs/training-speed/2026-12-04d-trim.log).
+embeddings, glibc, a CPU, not compiled): on the mini model's full fine-tuning (a 1,026-token vocabulary) a trim per
+step cost 15-30% of the speed for 10 MB. Measured on SmolLM2-135M full fine-tuning (113 MB embeddings, tied; CPU, 2
+threads, 8 steps, 2026-12-04): peak RSS 2,961-2,979 MB trimmed against 3,094-3,223 MB without, at 389-410 against
+405-406 tokens/s (alternating single runs); bench medians 3,003 and 3,019 against 3,182 MB at 385 and 382 against
+404 tokens/s (bench/train_throughput.py, 3 runs each; docs/training-speed/2026-12-04d-trim.log).
 
 `release` fixes glibc's mmap threshold instead. glibc serves a block above its mmap threshold with its own
 mapping and unmaps it when freed, but raises the threshold to the size of every mapped block it frees, up to 32
@@ -65,6 +84,10 @@ SETTLED_MMAP, SETTLED_TRIM = 32 << 20, 64 << 20
 # A malloc the command can run on instead of the C library's: its name in find_library's terms, and the Debian
 # package that has it.
 MALLOCS = {"tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4"), "jemalloc": ("jemalloc", "libjemalloc2")}
+CHOICES = ("auto", "system", *MALLOCS)
+# `--malloc auto` (the command's default): glibc's per-thread cache and fastbins off (module docstring). glibc reads
+# GLIBC_TUNABLES only as a process starts.
+TUNABLES = {"glibc.malloc.tcache_count": "0", "glibc.malloc.mxfast": "0"}
 _RESTARTED = "LORASAFE_MALLOC_RESTARTED"  # set in the restarted process: a second restart would loop
 
 
@@ -85,11 +108,14 @@ def preloaded(env: Mapping[str, str], library: str) -> dict[str, str]:
 
 
 def preload_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
-    """`env` with malloc `name` preloaded into the processes started with it ("system": unchanged)."""
+    """`env` for processes started on malloc `name`: its library preloaded; for "auto", glibc's small-block
+    caches off where the C library is glibc (GLIBC_TUNABLES, module docstring); "system": unchanged."""
     if name == "system":
         return dict(env)
+    if name == "auto":
+        return tuned_env(env) if _glibc() is not None else dict(env)
     if name not in MALLOCS:
-        raise LorasafeError(f"--malloc {name}: unknown malloc; choose one of: system, {', '.join(MALLOCS)}.")
+        raise LorasafeError(f"--malloc {name}: unknown malloc; choose one of: {', '.join(CHOICES)}.")
     lib, package = MALLOCS[name]
     found = ctypes.util.find_library(lib) if sys.platform.startswith("linux") else None
     if found is None:
@@ -103,18 +129,58 @@ def preload_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def restart_with(name: str) -> None:
-    """Run this process on malloc `name`: restarted once, same interpreter and arguments, with the library
-    preloaded; nothing happens when it already runs on it or `name` is "system"."""
-    if name == "system" or allocator() == name:
-        return
-    if os.environ.get(_RESTARTED) == name:
-        raise LorasafeError(f"--malloc {name}: the process was restarted with {os.environ.get('LD_PRELOAD')} "
+def tuned_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with TUNABLES added to GLIBC_TUNABLES; a value the user gave one of them there stays."""
+    given = [x for x in env.get("GLIBC_TUNABLES", "").split(":") if x]
+    named = {x.split("=", 1)[0] for x in given}
+    out = dict(env)
+    out["GLIBC_TUNABLES"] = ":".join(given + [f"{k}={v}" for k, v in TUNABLES.items() if k not in named])
+    return out
+
+
+def tunables(env: Mapping[str, str] | None = None) -> str:
+    """The malloc settings in `env`'s GLIBC_TUNABLES (default: this process's, which glibc read when the process
+    started), e.g. "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"; "" when none."""
+    env = os.environ if env is None else env
+    return ":".join(x for x in env.get("GLIBC_TUNABLES", "").split(":") if x.startswith("glibc.malloc."))
+
+
+def malloc_described() -> str:
+    """The malloc this process runs on, for the trainer's setup record: allocator(), and glibc's malloc
+    tunables when it runs on glibc's with some set (e.g. "system (glibc.malloc.tcache_count=0:...)")."""
+    running, tuned = allocator(), tunables()
+    return f"{running} ({tuned})" if running == "system" and tuned and _glibc() is not None else running
+
+
+def malloc_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for this process to run on malloc `name` (preload_env), or `env` itself (a copy) when it already
+    does: the library is loaded, or for "auto" every tunable is named in GLIBC_TUNABLES (by the user or a
+    restart) or another malloc runs."""
+    running = allocator()
+    if name == "system" or running == name:
+        return dict(env)
+    if name == "auto":  # a malloc the user preloaded themselves stays, untuned
+        named = {x.split("=", 1)[0] for x in env.get("GLIBC_TUNABLES", "").split(":")}
+        return dict(env) if running != "system" or set(TUNABLES) <= named else preload_env(name, env)
+    if env.get(_RESTARTED) == name:
+        raise LorasafeError(f"--malloc {name}: the process was restarted with {env.get('LD_PRELOAD')} "
                             f"preloaded, and {name} is still not loaded (the dynamic loader ignored LD_PRELOAD). "
                             "Run with --malloc system.")
-    env = preload_env(name, os.environ)  # a copy
-    env[_RESTARTED] = name
-    reexec(env)
+    out = preload_env(name, env)
+    out[_RESTARTED] = name
+    return out
+
+
+def restart_with(name: str) -> None:
+    """Run this process on malloc `name` (malloc_env): restarted once, same interpreter and arguments, when it
+    does not already."""
+    restart(malloc_env(name, os.environ))
+
+
+def restart(env: Mapping[str, str]) -> None:
+    """Restart this process under `env` (reexec) when `env` differs from its own; else nothing."""
+    if dict(env) != dict(os.environ):
+        reexec(env)
 
 
 def reexec(env: Mapping[str, str]) -> None:

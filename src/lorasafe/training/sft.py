@@ -150,7 +150,7 @@ class SFTTrainer:
         from lorasafe.training import accel
         from lorasafe.training.activations import saved_activations
         from lorasafe.training.host_blas import active as mkl_dispatch
-        from lorasafe.training.host_memory import allocator, host_memory
+        from lorasafe.training.host_memory import host_memory, malloc_described
         from lorasafe.training.host_threads import wait_described
         from lorasafe.training.loss import CompletionLoss
         from lorasafe.training.optimizer import MasterWeights, build_optimizer, implementation
@@ -194,7 +194,7 @@ class SFTTrainer:
         setup = {"head": loss_fn.path, "optimizer": implementation(optimizer), "packing": cfg.packing,
                  "attention": str(getattr(getattr(self.model, "config", None), "_attn_implementation", "?")),
                  "master_weights": master is not None or bool(self.sharded and self.sharded.masters),
-                 "checkpointing": checkpointing, "malloc": allocator(), "mkl_dispatch": mkl_dispatch(),
+                 "checkpointing": checkpointing, "malloc": malloc_described(), "mkl_dispatch": mkl_dispatch(),
                  "omp_wait": wait_described(), "compile": cfg.compile}
         saved, setup["saved_activations"] = saved_activations(cfg.saved_activations, cfg.compile, self.ranks.sharded)
         self.model.train()
