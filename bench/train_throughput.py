@@ -186,7 +186,11 @@ def run_child(dataset: str, method: str, framework: str, steps: int, threads: in
     from lorasafe.training.host_memory import preload_env, preloaded
     from lorasafe.training.host_threads import settle_wait
 
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "GLIBC_TUNABLES")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    # each side's malloc is the bench's choice: glibc's malloc settings of this process's environment are dropped
+    tunables = ":".join(x for x in env.pop("GLIBC_TUNABLES", "").split(":") if x and not x.startswith("glibc.malloc."))
+    if tunables:
+        env["GLIBC_TUNABLES"] = tunables
     env = preload_env(malloc, {**env, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
                                "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT / "src")})
     if omp_wait == "lorasafe":

@@ -70,26 +70,34 @@ def _log(msg: str) -> None:
     console.print(f"[bold cyan]>[/] {escape(msg)}")  # messages hold [lists] that are not markup
 
 
+# Set by main(): this interpreter runs the `lorasafe` command, so the process may restart itself. In-process callers
+# (tests' CliRunner, notebooks) never are, whatever the options or environment say.
+_AS_COMMAND = False
+
+
 @app.callback()
 def _process(malloc: str = typer.Option(
-        "system", "--malloc", envvar="LORASAFE_MALLOC", metavar="auto|system|tcmalloc|jemalloc",
-        help="the process's malloc: auto (the default; `mini build`'s is system) = the C library's, with glibc's "
-             "small-block caches off where it is glibc (lower CPU training peaks, same speed); tcmalloc (Linux, "
-             "libtcmalloc-minimal4) or jemalloc (libjemalloc2) lower them further on some models (jemalloc more "
-             "on small ones, tcmalloc faster on larger ones); the command restarts itself once with its setting"),
+        "system", "--malloc", envvar="LORASAFE_MALLOC", metavar="auto|system|tcmalloc|jemalloc", show_default=False,
+        help="the process's malloc: auto (the command's default; `mini build`'s is system) = the C library's, with "
+             "glibc's small-block caches off where it is glibc on a host without a GPU (lower CPU training peaks "
+             "at the same speed); system = as the process started; tcmalloc (Linux, libtcmalloc-minimal4) or "
+             "jemalloc (libjemalloc2) lowered peaks against glibc as it comes (jemalloc more on small models, "
+             "tcmalloc faster on larger ones); the command restarts itself once where this changes anything"),
              mkl_dispatch: str = typer.Option(
-        "vendor", "--mkl-dispatch", envvar="LORASAFE_MKL_DISPATCH", metavar="auto|isa|vendor",
+        "vendor", "--mkl-dispatch", envvar="LORASAFE_MKL_DISPATCH", metavar="auto|isa|vendor", show_default=False,
         help="how Intel's MKL (PyTorch's CPU matmuls) picks kernels: isa = by instruction set on any CPU (AVX2 "
              "kernels on AMD: faster CPU training, other float rounding; the command restarts itself once with a "
              "one-function library preloaded, compiled with the system's C compiler); vendor = MKL's own rule "
-             "(slower generic kernels on CPUs not made by Intel); auto (the default; `mini build`'s is vendor, the "
-             "path measured to rebuild the shipped model bit for bit) = isa on a non-Intel x86-64 CPU when a C "
-             "compiler is found")) -> None:
+             "(slower generic kernels on CPUs not made by Intel); auto (the command's default; `mini build`'s is "
+             "vendor, the path measured to rebuild the shipped model bit for bit) = isa on a non-Intel x86-64 CPU "
+             "when a C compiler is found")) -> None:
     # No docstring: typer would show it in place of the app's help.
     from lorasafe.training.host_blas import dispatch_env
     from lorasafe.training.host_memory import malloc_env, restart
 
-    restart(malloc_env(malloc, dispatch_env(mkl_dispatch, os.environ)))  # at most one restart for both
+    env = malloc_env(malloc, dispatch_env(mkl_dispatch, os.environ))  # checks the choices in-process too
+    if _AS_COMMAND:
+        restart(env)  # at most one restart for both
 
 
 @app.command()
@@ -517,20 +525,21 @@ def main() -> None:
     mini_build = "mini" in args and args[args.index("mini") + 1:args.index("mini") + 2] == ["build"]
     if not mini_build:
         settle_wait()
-    # The command's defaults; the options' own ("vendor", "system") are what in-process callers (tests' CliRunner)
-    # get, so that nothing restarts the interpreter that called them. `mini build` keeps MKL's own rule and the C
-    # library's malloc as it comes: with them (and eager training) two full-size builds of one seed were
-    # bit-identical, which is what reproducing the shipped model asks; the isa path and the tuned malloc were not
-    # measured so.
-    os.environ.setdefault("LORASAFE_MKL_DISPATCH", "vendor" if mini_build else "auto")
-    os.environ.setdefault("LORASAFE_MALLOC", "system" if mini_build else "auto")
+    # The command's defaults (below the options and their environment variables, above the options' own, which
+    # in-process callers get; not exported, so processes it starts do not take them for a user's choice). `mini
+    # build` keeps MKL's own rule and the C library's malloc as it comes: with them (and eager training) two
+    # full-size builds of one seed were bit-identical, which is what reproducing the shipped model asks; the isa
+    # path and the tuned malloc were not measured so.
+    global _AS_COMMAND
+    _AS_COMMAND = True
+    defaults = {"mkl_dispatch": "vendor" if mini_build else "auto", "malloc": "system" if mini_build else "auto"}
     prepare_interpreter()
     if "--no-progress" in sys.argv[1:]:
         # Bars that libraries draw with plain tqdm (transformers' GGUF de-quantisation) follow the flag too;
         # tqdm reads this when it is first imported, which is after this line.
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        app()
+        app(default_map=defaults)
     except LorasafeError as e:
         from rich.markup import escape
 

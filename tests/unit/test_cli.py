@@ -140,12 +140,13 @@ def test_a_launched_process_but_the_main_one_ends_without_the_teardown_once_its_
     monkeypatch.setattr(os, "_exit", ended)
     monkeypatch.setattr("logging.shutdown", lambda: None)  # would close this test process's own log handlers
     monkeypatch.setattr(sys, "argv", ["lorasafe", "data", "list"])
+    monkeypatch.setattr(cli, "_AS_COMMAND", False)  # main sets it; restored after, so no later test restarts
     environ = dict(os.environ)
     for world, rank, code, leaves in (("2", "1", 0, Ended), ("2", "0", 0, SystemExit), ("2", "1", 1, SystemExit),
                                       ("1", "0", 0, SystemExit)):
         # main sets the command's environment defaults: a copy of the environment keeps them out of later tests
         monkeypatch.setattr(os, "environ", {**environ, "WORLD_SIZE": world, "RANK": rank})
-        monkeypatch.setattr(cli, "app", lambda: sys.exit(code))
+        monkeypatch.setattr(cli, "app", lambda **kw: sys.exit(code))
         with pytest.raises(leaves) as left:
             cli.main()
         assert left.value.args == (0,) if leaves is Ended else left.value.code == code

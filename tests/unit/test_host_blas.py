@@ -86,11 +86,14 @@ def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_
     assert CliRunner().invoke(cli.app, ["--mkl-dispatch", "isa", "mini", "--help"]).exit_code == 0
     assert CliRunner().invoke(cli.app, ["mini", "--help"], env={"LORASAFE_MKL_DISPATCH": "auto"}).exit_code == 0
     assert chosen == ["vendor", "isa", "auto"]
-    # the `lorasafe` command (cli.main) sets the environment's defaults before typer reads them: auto dispatch and
-    # PASSIVE OpenMP threads after a short libgomp spin, except for `mini build`, one process that has the cores to
-    # itself and must rebuild the shipped model bit for bit (MKL's own rule, the path measured to); a wait policy
-    # the user set stays as it is, with no spin count added, and a spin count of their own is kept
-    monkeypatch.setattr(cli, "app", lambda: None)
+    # the `lorasafe` command (cli.main) gives typer its defaults (below the options and their environment
+    # variables, not exported to the processes it starts): auto dispatch and malloc, and PASSIVE OpenMP threads
+    # after a short libgomp spin, except for `mini build`, one process that has the cores to itself and must
+    # rebuild the shipped model bit for bit (MKL's own rule and glibc as it comes, the path measured to); a wait
+    # policy the user set stays as it is, with no spin count added, and a spin count of their own is kept
+    given_defaults = []
+    monkeypatch.setattr(cli, "app", lambda default_map: given_defaults.append(default_map))
+    monkeypatch.setattr(cli, "_AS_COMMAND", False)  # main sets it; restored after, so no later test restarts
     for argv, given, dispatch, wait in (
             (["data", "list"], {}, "auto", ("PASSIVE", "300")),
             (["--malloc", "system", "mini", "build"], {}, "vendor", (None, None)),
@@ -103,14 +106,46 @@ def test_dispatch_defaults_to_auto_for_the_command_and_to_vendor_for_mini_build_
         monkeypatch.setattr(os, "environ", environ)
         monkeypatch.setattr(sys, "argv", ["lorasafe", *argv])
         cli.main()
-        assert (environ["LORASAFE_MKL_DISPATCH"], environ.get("OMP_WAIT_POLICY"), environ.get("GOMP_SPINCOUNT")) \
-            == (dispatch, *wait)
-        # and the malloc: glibc's small-block caches off (training/host_memory.py), but for `mini build`
-        assert environ["LORASAFE_MALLOC"] == ("system" if "build" in argv else "auto")
+        malloc = "system" if "build" in argv else "auto"
+        assert given_defaults.pop() == {"mkl_dispatch": dispatch, "malloc": malloc}
+        assert (environ.get("OMP_WAIT_POLICY"), environ.get("GOMP_SPINCOUNT")) == wait
+        assert "LORASAFE_MKL_DISPATCH" not in environ and "LORASAFE_MALLOC" not in environ
         assert wait_described(environ) == {("PASSIVE", "300"): "PASSIVE, GOMP_SPINCOUNT=300",
                                            (None, None): "the runtime's default", ("ACTIVE", None): "ACTIVE",
                                            ("PASSIVE", "5"): "PASSIVE, GOMP_SPINCOUNT=5",
                                            ("PASSIVE", None): "PASSIVE"}[wait]
+
+
+def test_the_command_restarts_once_for_the_dispatch_and_the_malloc_together_and_in_process_callers_never(monkeypatch):
+    from typer.testing import CliRunner
+
+    import lorasafe.cli as cli
+    import lorasafe.training.host_memory as hm
+
+    restarts = []
+    monkeypatch.setattr(hm, "restart", restarts.append)
+    monkeypatch.setattr(hm, "_glibc", lambda: object())
+    monkeypatch.setattr(hm, "_gpu_host", lambda: False)
+    monkeypatch.setattr(hm, "allocator", lambda: "system")
+    monkeypatch.setattr(host_blas, "applies", lambda: True)
+    monkeypatch.setattr(host_blas, "active", lambda: "vendor")
+    monkeypatch.setattr(host_blas, "shim_path", lambda: host_blas.Path("/cache/lorasafe/libshim.so"))
+    unset = ("LORASAFE_MKL_DISPATCH", "LORASAFE_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD", host_blas._RESTARTED)
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    monkeypatch.setattr(os, "environ", environ)
+    args = ["--mkl-dispatch", "auto", "--malloc", "auto", "data", "list"]
+    assert CliRunner().invoke(cli.app, args).exit_code == 0
+    assert restarts == []  # in-process: the caller's interpreter is never replaced
+    monkeypatch.setattr(cli, "_AS_COMMAND", True)
+    assert CliRunner().invoke(cli.app, args).exit_code == 0
+    (env,) = restarts  # one environment for both: the shim preloaded and glibc's caches off
+    assert env["LD_PRELOAD"] == "/cache/lorasafe/libshim.so" and env[host_blas._RESTARTED] == "1"
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"
+    # in the restarted process (the shim loaded, the tunables set) nothing restarts again
+    monkeypatch.setattr(host_blas, "active", lambda: "isa")
+    monkeypatch.setattr(os, "environ", env)
+    assert CliRunner().invoke(cli.app, args).exit_code == 0
+    assert restarts[1] == env
 
 
 def test_an_unwritable_cache_means_no_shim_not_a_failed_command(tmp_path, monkeypatch):

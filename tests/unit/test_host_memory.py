@@ -160,13 +160,16 @@ def test_the_cli_option_and_its_environment_variable_choose_the_malloc(monkeypat
 # `--malloc auto` (the command's default): glibc's per-thread cache and fastbins off, set as the process starts.
 _SMALL_FREES = """
 import ctypes, sys
-from tests.unit.test_host_memory import _Mallinfo2
 print("start", flush=True)
-from lorasafe.training.host_memory import malloc_described, restart_with
-restart_with(sys.argv[1])
+import lorasafe.training.host_memory as hm
+hm._gpu_host = lambda: False  # what auto does on this host, were it a GPU one too
+hm.restart_with(sys.argv[1])
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
-libc.mallinfo2.restype = _Mallinfo2
+libc.mallinfo2.restype = Mallinfo2
 libc.malloc_usable_size.restype, libc.malloc_usable_size.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
 held = [libc.malloc(64) for _ in range(100)]
 chunk = libc.malloc_usable_size(held[0]) + 8  # with its header
@@ -174,11 +177,12 @@ before = libc.mallinfo2().uordblks
 for p in held:
     libc.free(p)
 after = libc.mallinfo2()
-print(malloc_described(), "|", before - after.uordblks >= 100 * chunk, after.fsmblks == 0)
+print(hm.malloc_described(), "|", before - after.uordblks >= 100 * chunk, after.fsmblks == 0)
 """
 
 
 @glibc
+@pytest.mark.skipif("malloc" in os.environ.get("LD_PRELOAD", ""), reason="another malloc is preloaded")
 def test_auto_restarts_once_with_glibcs_small_block_caches_off():
     import subprocess
     import sys
@@ -203,13 +207,21 @@ def test_auto_restarts_once_with_glibcs_small_block_caches_off():
         ["start", "system (glibc.malloc.tcache_count=7:glibc.malloc.mxfast=0) | False True"]
 
 
-def test_auto_elsewhere_than_glibc_or_on_another_malloc_changes_nothing(monkeypatch):
+def test_auto_elsewhere_than_glibc_on_another_malloc_or_a_gpu_host_changes_nothing(monkeypatch):
     import lorasafe.training.host_memory as hm
 
     monkeypatch.setattr(hm, "_glibc", lambda: None)
     assert hm.malloc_env("auto", {"A": "1"}) == {"A": "1"}
     monkeypatch.setattr(hm, "_glibc", lambda: object())
-    monkeypatch.setattr(hm, "allocator", lambda: "jemalloc")  # preloaded by the user: left as it is
+    monkeypatch.setattr(hm, "_gpu_host", lambda: False)
+    assert "GLIBC_TUNABLES" in hm.malloc_env("auto", {"A": "1"})  # what the rest keeps as it is
+    monkeypatch.setattr(hm, "_gpu_host", lambda: True)  # a GPU host: its heap is not what limits training
+    assert hm.malloc_env("auto", {"A": "1"}) == {"A": "1"}
+    monkeypatch.setattr(hm, "_gpu_host", lambda: False)
+    # a malloc preloaded by the user, found by name or by its library in the process: left as it is
+    preloaded = {"LD_PRELOAD": "/opt/lib/libmimalloc.so.2"}
+    assert hm.malloc_env("auto", preloaded) == preloaded
+    monkeypatch.setattr(hm, "allocator", lambda: "jemalloc")
     assert hm.malloc_env("auto", {"A": "1"}) == {"A": "1"}
     assert hm.tuned_env({"GLIBC_TUNABLES": "glibc.rtld.x=1"})["GLIBC_TUNABLES"] == \
         "glibc.rtld.x=1:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"

@@ -5,21 +5,26 @@ memory during `SFTTrainer.train()` (`training.host_memory`).
 
 `--malloc auto`, the command's default (but for `mini build`, which keeps the C library's malloc as it comes),
 turns off glibc's per-thread cache and its fastbins (GLIBC_TUNABLES `glibc.malloc.tcache_count=0` and
-`glibc.malloc.mxfast=0`). Both keep freed small blocks (up to 1 KiB, up to 128 bytes) marked in use, so such a
-block does not merge with the free memory around it: a few of them between the buffers a training step frees
-split that free space into pieces the next step's buffers do not fit, and the heap grows. Training the mini
-model's LoRA at glibc's defaults, the heap grew from 180 to 212 MB over the first steps while 168-171 MB of it
-were in use before each backward (`mallinfo2`): 31-43 MB free at the peak, for about 31 MB of activations. With
-both caches off a freed block merges at once; either alone moved the peak 0-2 MB. Measured on 2 cores of an AMD
-EPYC (bench/train_throughput.py's children of lorasafe's side, alternating, 2026-12-04,
+`glibc.malloc.mxfast=0`). A block freed into the per-thread cache (requests up to 1,032 bytes, 7 per size) stays
+marked in use until it is reused, so it never merges with the free memory around it; one freed into a fastbin
+(up to 128 bytes) merges only when glibc consolidates them (on a request of 1 KiB or more, or a free of 64 KiB or
+more). A few such blocks between the buffers a training step frees split that free space into pieces the next
+step's buffers do not fit, and the heap grows. Training the mini model's LoRA at glibc's defaults, the heap grew
+from 180 to 212 MB over the first steps while 168-171 MB of it were in use before each backward (`mallinfo2`):
+21-43 MB free there from the second step on, for about 31 MB of activations. With both off a freed block merges
+at once; either alone moved the peak 0-2 MB (medians; single runs up to 4 MB), so it takes both. Measured on 2
+cores of an AMD EPYC (bench/train_throughput.py's children of lorasafe's side, alternating, 2026-12-04,
 docs/training-speed/2026-12-04e-malloc-ab.log; medians of 3 runs on the mini model, 2 on SmolLM2-135M; peak RSS
 and tokens/s, auto against glibc's defaults): the mini model's LoRA 492 against 504 MB (11,570 against 11,221),
 its full fine-tuning 534 against 555 (6,889 against 6,948), SmolLM2's LoRA 1,561 against 1,636 (763 against
-761), its full fine-tuning 2,822 against 3,036 (393 against 389); losses identical. glibc reads its tunables
-only as a process starts, so the command restarts itself once with them, together with the MKL restart where
-that applies (training/host_blas.py); processes it starts inherit them. A GLIBC_TUNABLES value of the user's
-for either stays; elsewhere than glibc, or on a malloc preloaded by the user, auto does nothing. It has not run
-beside vLLM or CUDA.
+761), its full fine-tuning 2,822 against 3,036 (393 against 389); losses identical; the demo study ran in the same
+time (57 and 57 s against 57 and 55). glibc takes the per-thread cache's setting only as a process starts (the
+fastbins' could be changed later with mallopt; both are set in one place), so the command restarts itself once,
+together with the MKL restart where that applies (training/host_blas.py); processes it starts (the worker pool,
+vLLM's, a compiler's) inherit it. A GLIBC_TUNABLES value of the user's for either stays. auto does nothing
+elsewhere than glibc, on a malloc the user preloaded (an LD_PRELOAD library named *malloc*), and on a host with a
+GPU (/dev/nvidiactl or /dev/kfd): there the host's heap is not what limits training, and auto has not run beside
+CUDA or vLLM. `--malloc system` leaves the malloc as the process started.
 
 `training.host_memory: auto` (the default) trims glibc's heap once per backward, just before the input embeddings'
 gradient, where full fine-tuning of a model with a large vocabulary peaks: by then the activations the forward kept
@@ -149,19 +154,31 @@ def malloc_described() -> str:
     """The malloc this process runs on, for the trainer's setup record: allocator(), and glibc's malloc
     tunables when it runs on glibc's with some set (e.g. "system (glibc.malloc.tcache_count=0:...)")."""
     running, tuned = allocator(), tunables()
-    return f"{running} ({tuned})" if running == "system" and tuned and _glibc() is not None else running
+    on_glibc = running == "system" and not _preloaded_malloc(os.environ) and _glibc() is not None
+    return f"{running} ({tuned})" if tuned and on_glibc else running
+
+
+def _preloaded_malloc(env: Mapping[str, str]) -> bool:
+    """Whether `env` preloads a malloc (a library named *malloc*: tcmalloc, jemalloc, mimalloc...)."""
+    return any("malloc" in Path(x).name for x in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if x)
+
+
+def _gpu_host() -> bool:
+    """Whether this host has an NVIDIA or AMD GPU driver's device (where `--malloc auto` leaves glibc as it is)."""
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/kfd"))
 
 
 def malloc_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
     """`env` for this process to run on malloc `name` (preload_env), or `env` itself (a copy) when it already
     does: the library is loaded, or for "auto" every tunable is named in GLIBC_TUNABLES (by the user or a
-    restart) or another malloc runs."""
+    restart), another malloc is preloaded, or the host has a GPU."""
     running = allocator()
     if name == "system" or running == name:
         return dict(env)
-    if name == "auto":  # a malloc the user preloaded themselves stays, untuned
+    if name == "auto":  # a malloc the user preloaded themselves stays, untuned; so does a GPU host's glibc
         named = {x.split("=", 1)[0] for x in env.get("GLIBC_TUNABLES", "").split(":")}
-        return dict(env) if running != "system" or set(TUNABLES) <= named else preload_env(name, env)
+        kept = running != "system" or _preloaded_malloc(env) or set(TUNABLES) <= named or _gpu_host()
+        return dict(env) if kept else preload_env(name, env)
     if env.get(_RESTARTED) == name:
         raise LorasafeError(f"--malloc {name}: the process was restarted with {env.get('LD_PRELOAD')} "
                             f"preloaded, and {name} is still not loaded (the dynamic loader ignored LD_PRELOAD). "
