@@ -134,9 +134,15 @@ def preload_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _tunable_entries(env: Mapping[str, str]) -> list[str]:
+    """The NAME=VALUE entries of `env`'s GLIBC_TUNABLES."""
+    return [x for x in env.get("GLIBC_TUNABLES", "").split(":") if x]
+
+
 def tuned_env(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` with TUNABLES added to GLIBC_TUNABLES; a value the user gave one of them there stays."""
-    given = [x for x in env.get("GLIBC_TUNABLES", "").split(":") if x]
+    """`env` with TUNABLES added to GLIBC_TUNABLES; a value the user gave one of them there stays (`env`'s own
+    entries unchanged when it names them all)."""
+    given = _tunable_entries(env)
     named = {x.split("=", 1)[0] for x in given}
     out = dict(env)
     out["GLIBC_TUNABLES"] = ":".join(given + [f"{k}={v}" for k, v in TUNABLES.items() if k not in named])
@@ -146,8 +152,7 @@ def tuned_env(env: Mapping[str, str]) -> dict[str, str]:
 def tunables(env: Mapping[str, str] | None = None) -> str:
     """The malloc settings in `env`'s GLIBC_TUNABLES (default: this process's, which glibc read when the process
     started), e.g. "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"; "" when none."""
-    env = os.environ if env is None else env
-    return ":".join(x for x in env.get("GLIBC_TUNABLES", "").split(":") if x.startswith("glibc.malloc."))
+    return ":".join(x for x in _tunable_entries(os.environ if env is None else env) if x.startswith("glibc.malloc."))
 
 
 def malloc_described() -> str:
@@ -176,9 +181,8 @@ def malloc_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
     if name == "system" or running == name:
         return dict(env)
     if name == "auto":  # a malloc the user preloaded themselves stays, untuned; so does a GPU host's glibc
-        named = {x.split("=", 1)[0] for x in env.get("GLIBC_TUNABLES", "").split(":")}
-        kept = running != "system" or _preloaded_malloc(env) or set(TUNABLES) <= named or _gpu_host()
-        return dict(env) if kept else preload_env(name, env)
+        kept = running != "system" or _preloaded_malloc(env) or _gpu_host()
+        return dict(env) if kept else preload_env(name, env)  # unchanged where every tunable is named already
     if env.get(_RESTARTED) == name:
         raise LorasafeError(f"--malloc {name}: the process was restarted with {env.get('LD_PRELOAD')} "
                             f"preloaded, and {name} is still not loaded (the dynamic loader ignored LD_PRELOAD). "
